@@ -1,0 +1,31 @@
+# twinhub: `make run` starts the hub on embedded defaults; `make test` installs
+# what the tests need and runs them.
+GO      ?= go
+DATA    ?= ./data
+FUZZTIME ?= 30s
+
+.PHONY: run test deps bench fuzz lint
+
+run:
+	$(GO) run ./cmd/twinhub run --data-dir $(DATA)
+
+# deps installs the external programs the tests drive (Debian packages).
+deps:
+	@command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || \
+		{ echo "installing mosquitto (Debian package)"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; }
+
+test: deps
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 40m ./...
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 2s ./...
+
+fuzz:
+	$(GO) test ./pipeline/twin -run '^$$' -fuzz FuzzApply -fuzztime $(FUZZTIME)
+	$(GO) test ./pipeline/twin -run '^$$' -fuzz FuzzParseJSON -fuzztime $(FUZZTIME)
+	$(GO) test ./queries/lang -run '^$$' -fuzz FuzzQuery -fuzztime $(FUZZTIME)
+
+lint:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l .)" || { gofmt -l .; exit 1; }

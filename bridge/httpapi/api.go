@@ -1,0 +1,286 @@
+// Package httpapi is twinhub's back-end REST API, in Azure IoT Hub's paths
+// and shapes: the device registry (/devices), twins (/twins) and the health
+// and metrics endpoints. Changes become pipeline commands; reads come from
+// the twin records, which every acknowledged change has already reached.
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nuid"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/twinhub/twinhub/pipeline"
+)
+
+// Config configures the API.
+type Config struct {
+	// MaxBody bounds a request body (default 256 KiB); larger ones get 413.
+	MaxBody int64
+	// MaxList caps GET /devices (default 1000, IoT Hub's cap).
+	MaxList int
+	Logger  *slog.Logger
+}
+
+func (c *Config) defaults() {
+	if c.MaxBody == 0 {
+		c.MaxBody = 256 << 10
+	}
+	if c.MaxList == 0 {
+		c.MaxList = 1000
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Commands submits pipeline commands; *pipeline.Client implements it.
+type Commands interface {
+	Do(ctx context.Context, cmd pipeline.Command) (pipeline.Result, error)
+}
+
+// Records reads twin records; *pipeline.Store implements it.
+type Records interface {
+	Get(ctx context.Context, deviceID string) (*pipeline.Record, error)
+	List(ctx context.Context, limit int) ([]*pipeline.Record, error)
+}
+
+var (
+	_ Commands = (*pipeline.Client)(nil)
+	_ Records  = (*pipeline.Store)(nil)
+)
+
+// API serves the REST endpoints.
+type API struct {
+	cfg      Config
+	commands Commands
+	records  Records
+	log      *slog.Logger
+	mux      *http.ServeMux
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+// New builds the API. ready reports whether twinhub is ready for /healthz;
+// metrics serves /metrics.
+func New(cfg Config, commands Commands, records Records, ready func() bool, metrics http.Handler, reg prometheus.Registerer) *API {
+	cfg.defaults()
+	a := &API{cfg: cfg, commands: commands, records: records, log: cfg.Logger.With("component", "http"), mux: http.NewServeMux()}
+	f := promauto.With(reg)
+	a.requests = f.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "twinhub", Subsystem: "http", Name: "requests_total",
+		Help: "Back-end API requests by route and status code.",
+	}, []string{"route", "code"})
+	a.duration = f.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: "twinhub", Subsystem: "http", Name: "request_duration_seconds",
+		Help:                        "Back-end API request latency by route.",
+		Buckets:                     prometheus.ExponentialBuckets(0.0002, 2, 16),
+		NativeHistogramBucketFactor: 1.1,
+	}, []string{"route"})
+
+	a.handle("GET /healthz", "healthz", func(w http.ResponseWriter, r *http.Request) {
+		if !ready() {
+			writeError(w, http.StatusServiceUnavailable, "ServiceUnavailable", "starting")
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain")
+		io.WriteString(w, "ok\n")
+	})
+	if metrics != nil {
+		a.mux.Handle("GET /metrics", metrics)
+	}
+	a.handle("PUT /devices/{id}", "device_put", a.putDevice)
+	a.handle("GET /devices/{id}", "device_get", a.getDevice)
+	a.handle("DELETE /devices/{id}", "device_delete", a.deleteDevice)
+	a.handle("GET /devices", "device_list", a.listDevices)
+	a.handle("GET /devices/{$}", "device_list", a.listDevices)
+	a.handle("GET /twins/{id}", "twin_get", a.getTwin)
+	a.handle("PATCH /twins/{id}", "twin_patch", a.changeTwin(pipeline.KindPatchTwin))
+	a.handle("PUT /twins/{id}", "twin_replace", a.changeTwin(pipeline.KindReplaceTwin))
+	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "NotFound", fmt.Sprintf("no API at %s %s", r.Method, r.URL.Path))
+	})
+	return a
+}
+
+// Handle registers an extra route (used to add the query endpoint).
+func (a *API) Handle(pattern, route string, h http.HandlerFunc) { a.handle(pattern, route, h) }
+
+// ServeHTTP implements http.Handler.
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTTP(w, r) }
+
+func (a *API) handle(pattern, route string, h http.HandlerFunc) {
+	a.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		r.Body = http.MaxBytesReader(sw, r.Body, a.cfg.MaxBody)
+		h(sw, r)
+		a.requests.WithLabelValues(route, strconv.Itoa(sw.status)).Inc()
+		a.duration.WithLabelValues(route).Observe(time.Since(start).Seconds())
+	})
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+// do runs a command and writes its result.
+func (a *API) do(w http.ResponseWriter, r *http.Request, cmd pipeline.Command) {
+	cmd.ID = nuid.Next()
+	res, err := a.commands.Do(r.Context(), cmd)
+	switch {
+	case errors.Is(err, pipeline.ErrTimeout):
+		writeError(w, http.StatusGatewayTimeout, "GatewayTimeout", err.Error())
+		return
+	case err != nil:
+		a.log.Error("submitting a command failed", "kind", cmd.Kind, "device", cmd.DeviceID, "err", err)
+		writeError(w, http.StatusServiceUnavailable, "ServiceUnavailable", "the hub could not store the request; retry")
+		return
+	case !res.OK():
+		writeError(w, res.Status, res.Code, res.Message)
+		return
+	}
+	if res.Status == http.StatusNoContent || len(res.Body) == 0 {
+		w.WriteHeader(res.Status)
+		return
+	}
+	writeJSON(w, res.Status, res.Body)
+}
+
+func (a *API) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	b, err := io.ReadAll(r.Body)
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		writeError(w, http.StatusRequestEntityTooLarge, "MessageTooLarge", fmt.Sprintf("request body exceeds %d bytes", tooBig.Limit))
+		return nil, false
+	case err != nil:
+		writeError(w, http.StatusBadRequest, "ArgumentInvalid", "reading the request body: "+err.Error())
+		return nil, false
+	}
+	return b, true
+}
+
+func (a *API) putDevice(w http.ResponseWriter, r *http.Request) {
+	body, ok := a.readBody(w, r)
+	if !ok {
+		return
+	}
+	cmd := pipeline.Command{Kind: pipeline.KindCreateDevice, DeviceID: r.PathValue("id"), Body: body}
+	if m := r.Header.Get("If-Match"); m != "" {
+		cmd.Kind, cmd.IfMatch = pipeline.KindUpdateDevice, m
+	}
+	a.do(w, r, cmd)
+}
+
+func (a *API) deleteDevice(w http.ResponseWriter, r *http.Request) {
+	a.do(w, r, pipeline.Command{Kind: pipeline.KindDeleteDevice, DeviceID: r.PathValue("id"), IfMatch: r.Header.Get("If-Match")})
+}
+
+func (a *API) getDevice(w http.ResponseWriter, r *http.Request) {
+	rec, ok := a.record(w, r)
+	if !ok {
+		return
+	}
+	b, _ := json.Marshal(rec.Document())
+	writeJSON(w, http.StatusOK, b)
+}
+
+func (a *API) listDevices(w http.ResponseWriter, r *http.Request) {
+	limit := a.cfg.MaxList
+	if top := r.URL.Query().Get("top"); top != "" {
+		n, err := strconv.Atoi(top)
+		if err != nil || n < 1 {
+			writeError(w, http.StatusBadRequest, "ArgumentInvalid", fmt.Sprintf("top must be a positive integer, got %q", top))
+			return
+		}
+		limit = min(n, limit)
+	}
+	recs, err := a.records.List(r.Context(), limit)
+	if err != nil {
+		a.log.Error("listing devices failed", "err", err)
+		writeError(w, http.StatusServiceUnavailable, "ServiceUnavailable", "listing devices failed; retry")
+		return
+	}
+	docs := make([]pipeline.DeviceDocument, 0, len(recs))
+	for _, rec := range recs {
+		docs = append(docs, rec.Document())
+	}
+	b, _ := json.Marshal(docs)
+	writeJSON(w, http.StatusOK, b)
+}
+
+func (a *API) getTwin(w http.ResponseWriter, r *http.Request) {
+	rec, ok := a.record(w, r)
+	if !ok {
+		return
+	}
+	b, err := json.Marshal(rec.Twin)
+	if err != nil {
+		panic("BUG: marshalling a twin: " + err.Error())
+	}
+	w.Header().Set("ETag", strconv.Quote(rec.Twin.ETag()))
+	writeJSON(w, http.StatusOK, b)
+}
+
+func (a *API) record(w http.ResponseWriter, r *http.Request) (*pipeline.Record, bool) {
+	id := r.PathValue("id")
+	rec, err := a.records.Get(r.Context(), id)
+	if errors.Is(err, pipeline.ErrNotFound) {
+		writeError(w, http.StatusNotFound, "DeviceNotFound", fmt.Sprintf("device %q does not exist", id))
+		return nil, false
+	}
+	if err != nil {
+		a.log.Error("reading a twin record failed", "device", id, "err", err)
+		writeError(w, http.StatusServiceUnavailable, "ServiceUnavailable", "reading the twin failed; retry")
+		return nil, false
+	}
+	return rec, true
+}
+
+func (a *API) changeTwin(kind pipeline.Kind) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		body, ok := a.readBody(w, r)
+		if !ok {
+			return
+		}
+		a.do(w, r, pipeline.Command{Kind: kind, DeviceID: r.PathValue("id"), Body: body, IfMatch: r.Header.Get("If-Match")})
+	}
+}
+
+func writeJSON(w http.ResponseWriter, status int, body []byte) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	w.Write(body)
+}
+
+// writeError writes IoT Hub's error body: {"Message":"ErrorCode:<Code>;<text>",
+// "ExceptionMessage":"Tracking ID:…"} with the iothub-errorcode header.
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	now := time.Now().UTC()
+	b, _ := json.Marshal(struct {
+		Message          string
+		ExceptionMessage string
+	}{
+		Message:          "ErrorCode:" + code + ";" + msg,
+		ExceptionMessage: "Tracking ID:" + strings.ToLower(nuid.Next()) + "-G:0-TimeStamp:" + now.Format("01/02/2006 15:04:05"),
+	})
+	w.Header().Set("iothub-errorcode", code)
+	writeJSON(w, status, b)
+}

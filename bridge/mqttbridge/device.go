@@ -1,0 +1,184 @@
+package mqttbridge
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/nats-io/nuid"
+)
+
+// DeviceClient is the device side of the native topic scheme, over paho: it
+// is what `twinhub device-sim`, the tests and the benchmarks use to act as a
+// device.
+type DeviceClient struct {
+	id      string
+	c       paho.Client
+	desired chan DesiredPatch
+
+	mu      sync.Mutex
+	waiters map[string]chan response
+}
+
+// DesiredPatch is a desired-properties notification as a device receives it.
+type DesiredPatch struct {
+	Version int64
+	Body    []byte // the patch with "$version"
+}
+
+type response struct {
+	status  int
+	version int64
+	body    []byte
+}
+
+// DeviceError is an error response from the hub.
+type DeviceError struct {
+	Status    int
+	ErrorCode int    `json:"errorCode"`
+	Message   string `json:"message"`
+}
+
+func (e *DeviceError) Error() string {
+	return fmt.Sprintf("hub answered %d (errorCode %d): %s", e.Status, e.ErrorCode, e.Message)
+}
+
+// DeviceOptions tunes DialDevice.
+type DeviceOptions struct {
+	// ClientID defaults to the device ID.
+	ClientID string
+	// QoS of requests (default 1).
+	QoS      byte
+	Username string
+	Password string
+}
+
+// DialDevice connects a device to the broker at brokerURL (tcp://host:port)
+// and subscribes to its responses and desired notifications.
+func DialDevice(ctx context.Context, brokerURL, deviceID string, o DeviceOptions) (*DeviceClient, error) {
+	if o.ClientID == "" {
+		o.ClientID = deviceID
+	}
+	if o.QoS == 0 {
+		o.QoS = 1
+	}
+	d := &DeviceClient{id: deviceID, desired: make(chan DesiredPatch, 256), waiters: make(map[string]chan response)}
+	opts := paho.NewClientOptions().AddBroker(brokerURL).SetClientID(o.ClientID).
+		SetUsername(o.Username).SetPassword(o.Password).
+		SetCleanSession(true).SetAutoReconnect(true).SetConnectRetry(false).
+		SetOrderMatters(false).SetKeepAlive(30 * time.Second)
+	opts.SetOnConnectHandler(func(c paho.Client) {
+		// Subscribe on every (re)connect: a clean session forgets subscriptions.
+		c.Subscribe(ResponseFilter(deviceID), 0, d.onResponse)
+		c.Subscribe(DesiredFilter(deviceID), 1, d.onDesired)
+	})
+	d.c = paho.NewClient(opts)
+	tok := d.c.Connect()
+	if err := waitToken(ctx, tok); err != nil {
+		return nil, fmt.Errorf("connecting device %s to %s: %w", deviceID, brokerURL, err)
+	}
+	// The subscriptions above race the first request; subscribe once more
+	// synchronously so they are in place when DialDevice returns.
+	if err := waitToken(ctx, d.c.SubscribeMultiple(map[string]byte{ResponseFilter(deviceID): 0}, d.onResponse)); err != nil {
+		d.c.Disconnect(0)
+		return nil, err
+	}
+	if err := waitToken(ctx, d.c.Subscribe(DesiredFilter(deviceID), 1, d.onDesired)); err != nil {
+		d.c.Disconnect(0)
+		return nil, err
+	}
+	return d, nil
+}
+
+func waitToken(ctx context.Context, t paho.Token) error {
+	select {
+	case <-t.Done():
+		return t.Error()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (d *DeviceClient) onResponse(_ paho.Client, m paho.Message) {
+	// devices/{id}/twin/res/{status}/?$rid=…&$version=…
+	rest := strings.TrimPrefix(m.Topic(), "devices/"+d.id+"/twin/res/")
+	statusStr, query, _ := strings.Cut(rest, "/?")
+	status, _ := strconv.Atoi(statusStr)
+	q, _ := url.ParseQuery(query)
+	version, _ := strconv.ParseInt(q.Get("$version"), 10, 64)
+	d.mu.Lock()
+	ch := d.waiters[q.Get("$rid")]
+	delete(d.waiters, q.Get("$rid"))
+	d.mu.Unlock()
+	if ch != nil {
+		ch <- response{status: status, version: version, body: m.Payload()}
+	}
+}
+
+func (d *DeviceClient) onDesired(_ paho.Client, m paho.Message) {
+	_, query, _ := strings.Cut(m.Topic(), "?")
+	q, _ := url.ParseQuery(query)
+	v, _ := strconv.ParseInt(q.Get("$version"), 10, 64)
+	select {
+	case d.desired <- DesiredPatch{Version: v, Body: m.Payload()}:
+	default: // nobody is reading; drop like a device that is busy
+	}
+}
+
+// Desired delivers desired-property notifications.
+func (d *DeviceClient) Desired() <-chan DesiredPatch { return d.desired }
+
+// Request publishes payload on topic (which must carry $rid=rid) and waits for
+// the response. It is the raw form behind GetTwin and Report.
+func (d *DeviceClient) Request(ctx context.Context, topic, rid string, payload []byte, qos byte) (status int, version int64, body []byte, err error) {
+	ch := make(chan response, 1)
+	d.mu.Lock()
+	d.waiters[rid] = ch
+	d.mu.Unlock()
+	defer func() {
+		d.mu.Lock()
+		delete(d.waiters, rid)
+		d.mu.Unlock()
+	}()
+	if err := waitToken(ctx, d.c.Publish(topic, qos, false, payload)); err != nil {
+		return 0, 0, nil, fmt.Errorf("publishing %s: %w", topic, err)
+	}
+	select {
+	case r := <-ch:
+		if r.status >= 300 {
+			e := &DeviceError{Status: r.status}
+			_ = json.Unmarshal(r.body, e)
+			return r.status, r.version, r.body, e
+		}
+		return r.status, r.version, r.body, nil
+	case <-ctx.Done():
+		return 0, 0, nil, fmt.Errorf("waiting for the hub's response to %s: %w", topic, ctx.Err())
+	}
+}
+
+// GetTwin reads the device's twin: {"desired":{…},"reported":{…}}.
+func (d *DeviceClient) GetTwin(ctx context.Context) ([]byte, error) {
+	rid := nuid.Next()
+	_, _, body, err := d.Request(ctx, "devices/"+d.id+"/twin/GET/?$rid="+rid, rid, []byte(" "), 1)
+	return body, err
+}
+
+// Report sends a reported-properties patch and returns the new reported $version.
+func (d *DeviceClient) Report(ctx context.Context, patch []byte) (int64, error) {
+	rid := nuid.Next()
+	_, v, _, err := d.Request(ctx, "devices/"+d.id+"/twin/PATCH/properties/reported/?$rid="+rid, rid, patch, 1)
+	if err == nil && v == 0 {
+		return 0, errors.New("the hub's 204 response carried no $version")
+	}
+	return v, err
+}
+
+// Close disconnects.
+func (d *DeviceClient) Close() { d.c.Disconnect(250) }

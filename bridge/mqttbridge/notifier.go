@@ -1,0 +1,76 @@
+package mqttbridge
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/twinhub/twinhub/pipeline"
+	"github.com/twinhub/twinhub/pipeline/topology"
+	"github.com/twinhub/twinhub/pipeline/twin"
+)
+
+// Notifier forwards desired-property changes from the change events to the
+// devices: each event that touched desired becomes one publish on the
+// device's desired topic, with the patch as applied plus "$version" (a
+// replacement sends the whole new desired document). Like IoT Hub it does not
+// queue notifications for disconnected devices; a device reads its twin
+// after it connects and ignores notifications with a $version not above it.
+type Notifier struct {
+	js  jetstream.JetStream
+	svc *Service
+}
+
+// NewNotifier builds a notifier that publishes through svc's publisher.
+func NewNotifier(js jetstream.JetStream, svc *Service) *Notifier {
+	return &Notifier{js: js, svc: svc}
+}
+
+// Run forwards notifications until ctx ends.
+func (n *Notifier) Run(ctx context.Context) error {
+	cons, err := n.js.Consumer(ctx, topology.EventStream, topology.NotifierConsumer)
+	if err != nil {
+		return fmt.Errorf("opening consumer %s: %w", topology.NotifierConsumer, err)
+	}
+	cc, err := cons.Consume(n.handle, jetstream.PullMaxMessages(256))
+	if err != nil {
+		return fmt.Errorf("consuming change events: %w", err)
+	}
+	<-ctx.Done()
+	cc.Drain()
+	<-cc.Closed()
+	return nil
+}
+
+func (n *Notifier) handle(msg jetstream.Msg) {
+	log := n.svc.log
+	var ev pipeline.Event
+	if err := json.Unmarshal(msg.Data(), &ev); err != nil {
+		log.Warn("skipping an undecodable change event", "subject", msg.Subject(), "err", err)
+		_ = msg.Term()
+		return
+	}
+	desired := ev.Patch.Desired()
+	if desired == nil || (ev.Op != pipeline.OpUpdateTwin && ev.Op != pipeline.OpReplaceTwin) {
+		_ = msg.Ack()
+		return
+	}
+	patch, err := twin.ParseObject(desired)
+	if err != nil {
+		log.Warn("skipping a change event with an unreadable desired patch", "device", ev.DeviceID, "err", err)
+		_ = msg.Term()
+		return
+	}
+	body := twin.DesiredNotification(patch, ev.DesiredVersion)
+	if err := n.svc.pub.PublishToDevice(DesiredTopic(ev.DeviceID, ev.DesiredVersion), body, 1); err != nil {
+		n.svc.metrics.notifications.WithLabelValues("error").Inc()
+		log.Warn("forwarding a desired change failed; will retry", "device", ev.DeviceID, "err", err, slog.Int64("version", ev.DesiredVersion))
+		_ = msg.Nak()
+		return
+	}
+	n.svc.metrics.notifications.WithLabelValues("sent").Inc()
+	_ = msg.Ack()
+}

@@ -1,0 +1,227 @@
+package mqttbridge
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/twinhub/twinhub/pipeline"
+)
+
+// Publisher sends hub → device messages through the broker in use.
+type Publisher interface {
+	// PublishToDevice publishes payload on topic with the given QoS.
+	PublishToDevice(topic string, payload []byte, qos byte) error
+}
+
+// ServiceConfig configures the device request handling.
+type ServiceConfig struct {
+	// MaxPayload bounds a request body (default 64 KiB); larger ones get 413.
+	MaxPayload int
+	// MaxInFlight bounds requests stored but not yet answered (default 20,000); beyond it devices get 429.
+	MaxInFlight int64
+	Logger      *slog.Logger
+}
+
+func (c *ServiceConfig) defaults() {
+	if c.MaxPayload == 0 {
+		c.MaxPayload = 64 << 10
+	}
+	if c.MaxInFlight == 0 {
+		c.MaxInFlight = 20000
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Service turns device publishes into pipeline commands and answers them.
+type Service struct {
+	cfg      ServiceConfig
+	client   *pipeline.Client
+	pub      Publisher
+	log      *slog.Logger
+	metrics  *metrics
+	inFlight atomic.Int64
+	// ctx bounds the goroutines that wait for results; cancelled by Close.
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+// NewService builds the service. pub is set later with SetPublisher when
+// the broker is created after the service (the embedded hook case).
+func NewService(cfg ServiceConfig, client *pipeline.Client, reg prometheus.Registerer) *Service {
+	cfg.defaults()
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Service{cfg: cfg, client: client, log: cfg.Logger.With("component", "mqtt"), metrics: newMetrics(reg), ctx: ctx, cancel: cancel}
+}
+
+// SetPublisher sets where responses go. Call it before traffic flows.
+func (s *Service) SetPublisher(p Publisher) { s.pub = p }
+
+// Close stops waiting for outstanding results.
+func (s *Service) Close() { s.cancel() }
+
+// Outcome of HandlePublish for the broker.
+type Outcome int
+
+// Outcomes.
+const (
+	// NotTwin: not a twin topic; the broker routes it as usual.
+	NotTwin Outcome = iota
+	// Accepted: the request is stored (or was answered with an error);
+	// acknowledge the publish and do not route it.
+	Accepted
+	// Refused: a client published on a hub topic; acknowledge and drop it.
+	Refused
+	// Failed: the request could not be stored; do not acknowledge it, so a
+	// QoS 1 publisher sends it again.
+	Failed
+)
+
+// HandlePublish handles one publish from a device. It returns once the
+// request is durable in JetStream (or answered at the edge); the answer is
+// published to the device asynchronously.
+func (s *Service) HandlePublish(ctx context.Context, topic string, payload []byte) Outcome {
+	start := time.Now()
+	req, err := ParseTopic(topic)
+	var terr *TopicError
+	switch {
+	case errors.Is(err, ErrNotTwinTopic):
+		return NotTwin
+	case errors.Is(err, ErrHubTopic):
+		s.metrics.requests.WithLabelValues("unknown", "refused").Inc()
+		s.log.Warn("a client published on a hub topic; dropped", "topic", topic)
+		return Refused
+	case errors.As(err, &terr):
+		s.metrics.requests.WithLabelValues("unknown", "rejected").Inc()
+		s.answerError(terr.DeviceID, terr.RID, http.StatusBadRequest, "ArgumentInvalid", terr.Error())
+		return Accepted
+	}
+	op := opName(req.Op)
+	if len(payload) > s.cfg.MaxPayload {
+		s.metrics.requests.WithLabelValues(op, "rejected").Inc()
+		s.answerError(req.DeviceID, req.RID, http.StatusRequestEntityTooLarge, "MessageTooLarge",
+			"payload is "+itoa(len(payload))+" bytes; the limit is "+itoa(s.cfg.MaxPayload))
+		return Accepted
+	}
+	if s.inFlight.Load() >= s.cfg.MaxInFlight {
+		s.metrics.requests.WithLabelValues(op, "throttled").Inc()
+		s.answerError(req.DeviceID, req.RID, http.StatusTooManyRequests, "ThrottlingException", "too many twin requests in flight; retry later")
+		return Accepted
+	}
+	cmd := pipeline.Command{DeviceID: req.DeviceID, Kind: pipeline.KindDeviceGet}
+	if req.Op == OpPatchReported {
+		cmd.Kind, cmd.Body = pipeline.KindPatchReported, payload
+	}
+	pending, err := s.client.Submit(ctx, cmd)
+	if err != nil {
+		s.metrics.requests.WithLabelValues(op, "error").Inc()
+		s.log.Error("storing a device request failed; the publish is not acknowledged", "device", req.DeviceID, "err", err)
+		s.answerError(req.DeviceID, req.RID, http.StatusServiceUnavailable, "ServiceUnavailable", "the hub could not store the request; retry")
+		return Failed
+	}
+	s.inFlight.Add(1)
+	// Exits when the result arrives, the client's timeout passes, or Close.
+	go func() {
+		defer s.inFlight.Add(-1)
+		res, err := pending.Wait(s.ctx)
+		if err != nil {
+			s.metrics.requests.WithLabelValues(op, "error").Inc()
+			s.answerError(req.DeviceID, req.RID, http.StatusGatewayTimeout, "GatewayTimeout", err.Error())
+			return
+		}
+		s.answer(req, res)
+		result := "ok"
+		if !res.OK() {
+			result = "rejected"
+		}
+		s.metrics.requests.WithLabelValues(op, result).Inc()
+		s.metrics.duration.WithLabelValues(op).Observe(time.Since(start).Seconds())
+	}()
+	return Accepted
+}
+
+func (s *Service) answer(req Request, res pipeline.Result) {
+	if !res.OK() {
+		s.answerError(req.DeviceID, req.RID, res.Status, res.Code, res.Message)
+		return
+	}
+	var version int64
+	if req.Op == OpPatchReported {
+		version = res.Version
+	}
+	s.publish(ResponseTopic(req.DeviceID, req.RID, res.Status, version), res.Body, 0)
+}
+
+func (s *Service) answerError(deviceID, rid string, status int, code, msg string) {
+	if deviceID == "" || strings.ContainsAny(deviceID, "+#") {
+		return // nowhere to answer
+	}
+	body := ErrorBody(pipeline.NumericCode(code, status), msg, rid, time.Now())
+	s.publish(ResponseTopic(deviceID, rid, status, 0), body, 0)
+}
+
+func (s *Service) publish(topic string, payload []byte, qos byte) {
+	if s.pub == nil {
+		return
+	}
+	if err := s.pub.PublishToDevice(topic, payload, qos); err != nil {
+		s.metrics.responseFailures.Inc()
+		s.log.Warn("publishing to a device failed", "topic", topic, "err", err)
+	}
+}
+
+func opName(op Operation) string {
+	if op == OpPatchReported {
+		return "patch_reported"
+	}
+	return "get"
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
+type metrics struct {
+	requests         *prometheus.CounterVec
+	duration         *prometheus.HistogramVec
+	responseFailures prometheus.Counter
+	notifications    *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	f := promauto.With(reg)
+	m := &metrics{
+		requests: f.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "twinhub", Subsystem: "mqtt", Name: "requests_total",
+			Help: "Device twin requests over MQTT by operation and result (ok, rejected, throttled, refused, error).",
+		}, []string{"operation", "result"}),
+		duration: f.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "twinhub", Subsystem: "mqtt", Name: "request_duration_seconds",
+			Help:                        "Time from a device's request to the hub's response.",
+			Buckets:                     prometheus.ExponentialBuckets(0.0002, 2, 16),
+			NativeHistogramBucketFactor: 1.1,
+		}, []string{"operation"}),
+		responseFailures: f.NewCounter(prometheus.CounterOpts{
+			Namespace: "twinhub", Subsystem: "mqtt", Name: "publish_failures_total",
+			Help: "Hub → device publishes that the broker refused.",
+		}),
+		notifications: f.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "twinhub", Subsystem: "mqtt", Name: "desired_notifications_total",
+			Help: "Desired-property change notifications sent to devices, by result.",
+		}, []string{"result"}),
+	}
+	for _, op := range []string{"get", "patch_reported"} {
+		for _, r := range []string{"ok", "rejected", "throttled", "error"} {
+			m.requests.WithLabelValues(op, r)
+		}
+	}
+	return m
+}

@@ -1,0 +1,140 @@
+// Package mqttbridge is twinhub's MQTT edge: it turns device twin traffic on
+// MQTT topics into pipeline commands, answers them, and forwards desired
+// property changes to devices. It works inside the embedded mochi broker
+// (Hook) and against any external broker through a paho client (Bridge).
+//
+// Topic scheme (Azure IoT Hub's grammar, with the device ID in the topic):
+//
+//	device → hub  devices/{id}/twin/GET/?$rid={rid}
+//	device → hub  devices/{id}/twin/PATCH/properties/reported/?$rid={rid}     body: the patch
+//	hub → device  devices/{id}/twin/res/{status}/?$rid={rid}[&$version={v}]
+//	hub → device  devices/{id}/twin/PATCH/properties/desired/?$version={v}    body: the patch plus "$version"
+package mqttbridge
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Operation is what a device asks for.
+type Operation int
+
+// Device operations.
+const (
+	OpGet Operation = iota + 1
+	OpPatchReported
+)
+
+// Topic filters.
+const (
+	// RequestFilter matches every device → hub twin request.
+	RequestFilter = "devices/+/twin/#"
+	topicPrefix   = "devices/"
+)
+
+// ErrNotTwinTopic means the topic is not part of the twin scheme at all.
+var ErrNotTwinTopic = errors.New("not a twin topic")
+
+// ErrHubTopic means a client published on a topic only the hub may publish on.
+var ErrHubTopic = errors.New("topic is reserved for the hub")
+
+// Request is a parsed device → hub twin request.
+type Request struct {
+	DeviceID string
+	Op       Operation
+	RID      string
+}
+
+// TopicError is a twin topic that cannot be served. DeviceID and RID are
+// set when they could be read, so that the device can be answered.
+type TopicError struct {
+	DeviceID, RID string
+	Msg           string
+}
+
+func (e *TopicError) Error() string { return "malformed twin topic: " + e.Msg }
+
+// ParseTopic parses a device → hub topic. It returns ErrNotTwinTopic for
+// topics outside devices/{id}/twin/, ErrHubTopic for hub → device topics,
+// and a *TopicError for malformed twin topics.
+func ParseTopic(topic string) (Request, error) {
+	rest, ok := strings.CutPrefix(topic, topicPrefix)
+	if !ok {
+		return Request{}, ErrNotTwinTopic
+	}
+	id, rest, ok := strings.Cut(rest, "/")
+	if !ok || !strings.HasPrefix(rest, "twin/") {
+		return Request{}, ErrNotTwinTopic
+	}
+	rest = strings.TrimPrefix(rest, "twin/")
+	path, query, _ := strings.Cut(rest, "?")
+	terr := &TopicError{DeviceID: id}
+	params, err := url.ParseQuery(query)
+	if err != nil {
+		terr.Msg = fmt.Sprintf("query %q: %v", query, err)
+		return Request{}, terr
+	}
+	rid := params.Get("$rid")
+	terr.RID = rid
+	req := Request{DeviceID: id, RID: rid}
+	switch path {
+	case "GET/":
+		req.Op = OpGet
+	case "PATCH/properties/reported/":
+		req.Op = OpPatchReported
+	default:
+		if strings.HasPrefix(path, "res/") || strings.HasPrefix(path, "PATCH/properties/desired/") {
+			return Request{}, ErrHubTopic
+		}
+		terr.Msg = fmt.Sprintf("unknown twin operation %q; use twin/GET/?$rid=… or twin/PATCH/properties/reported/?$rid=…", path)
+		return Request{}, terr
+	}
+	if id == "" {
+		terr.Msg = "empty device ID"
+		return Request{}, terr
+	}
+	if rid == "" {
+		terr.Msg = "missing $rid query parameter"
+		return Request{}, terr
+	}
+	return req, nil
+}
+
+// ResponseTopic is the hub → device topic answering a request.
+func ResponseTopic(deviceID, rid string, status int, version int64) string {
+	t := topicPrefix + deviceID + "/twin/res/" + strconv.Itoa(status) + "/?$rid=" + rid
+	if version > 0 {
+		t += "&$version=" + strconv.FormatInt(version, 10)
+	}
+	return t
+}
+
+// DesiredTopic is the hub → device topic of a desired-properties change.
+func DesiredTopic(deviceID string, version int64) string {
+	return topicPrefix + deviceID + "/twin/PATCH/properties/desired/?$version=" + strconv.FormatInt(version, 10)
+}
+
+// ResponseFilter matches the responses to deviceID, for devices and tests.
+func ResponseFilter(deviceID string) string { return topicPrefix + deviceID + "/twin/res/#" }
+
+// DesiredFilter matches deviceID's desired-change notifications.
+func DesiredFilter(deviceID string) string {
+	return topicPrefix + deviceID + "/twin/PATCH/properties/desired/#"
+}
+
+// ErrorBody is the JSON body of an error response, in the shape the Azure
+// device SDKs read: errorCode, message, trackingId, timestampUtc.
+func ErrorBody(code int, message, trackingID string, now time.Time) []byte {
+	b, _ := json.Marshal(struct {
+		ErrorCode    int    `json:"errorCode"`
+		TrackingID   string `json:"trackingId"`
+		Message      string `json:"message"`
+		TimestampUtc string `json:"timestampUtc"`
+	}{code, trackingID, message, now.UTC().Format(time.RFC3339Nano)})
+	return b
+}

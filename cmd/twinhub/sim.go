@@ -1,0 +1,80 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/twinhub/twinhub/bridge/mqttbridge"
+	"github.com/twinhub/twinhub/pipeline/twin"
+)
+
+// cmdDeviceSim is a simulated device: it reads its twin, reports properties,
+// and prints every desired-property change it receives (optionally
+// reporting the desired values back, as a device that applied them would).
+func cmdDeviceSim(ctx context.Context, args []string) error {
+	fs := flagSet("device-sim")
+	broker := fs.String("mqtt", "tcp://127.0.0.1:1883", "MQTT broker URL")
+	report := fs.String("report", `{"connectivity":{"type":"cellular"}}`, "reported properties to send after connecting (empty: none)")
+	echo := fs.Bool("echo", false, "report each desired change back as reported properties")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return errors.New("usage: twinhub device-sim [flags] <device-id>")
+	}
+	id := fs.Arg(0)
+	if *report != "" {
+		if _, err := twin.ParseObject([]byte(*report)); err != nil {
+			return fmt.Errorf("--report: %w", err)
+		}
+	}
+	dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	dev, err := mqttbridge.DialDevice(dctx, *broker, id, mqttbridge.DeviceOptions{})
+	if err != nil {
+		return err
+	}
+	defer dev.Close()
+	fmt.Printf("device %s connected to %s\n", id, *broker)
+	body, err := dev.GetTwin(dctx)
+	if err != nil {
+		return fmt.Errorf("reading the twin: %w", err)
+	}
+	fmt.Printf("twin: %s\n", body)
+	if *report != "" {
+		v, err := dev.Report(dctx, []byte(*report))
+		if err != nil {
+			return fmt.Errorf("reporting properties: %w", err)
+		}
+		fmt.Printf("reported %s, reported $version is now %d\n", *report, v)
+	}
+	fmt.Println("waiting for desired property changes (Ctrl-C to stop)")
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case p := <-dev.Desired():
+			fmt.Printf("desired change, $version %d: %s\n", p.Version, p.Body)
+			if !*echo {
+				continue
+			}
+			var patch map[string]any
+			if err := json.Unmarshal(p.Body, &patch); err != nil {
+				continue
+			}
+			delete(patch, "$version")
+			b, _ := json.Marshal(patch)
+			rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+			v, err := dev.Report(rctx, b)
+			cancel()
+			if err != nil {
+				fmt.Printf("reporting back failed: %v\n", err)
+				continue
+			}
+			fmt.Printf("reported back, reported $version is now %d\n", v)
+		}
+	}
+}

@@ -1,0 +1,70 @@
+package embedded
+
+import (
+	"fmt"
+	"log/slog"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/auth"
+	"github.com/mochi-mqtt/server/v2/listeners"
+)
+
+// BrokerConfig configures the embedded MQTT broker.
+type BrokerConfig struct {
+	// Addr is the TCP listener, host:port (default 127.0.0.1:1883; port 0 picks a free one).
+	Addr string
+	// MaxPacketSize bounds an MQTT packet (default 256 KiB); a larger one closes the connection.
+	MaxPacketSize uint32
+	Logger        *slog.Logger
+}
+
+// Broker is a running embedded mochi broker.
+type Broker struct {
+	Server *mqtt.Server
+	tcp    *listeners.TCP
+}
+
+// StartBroker starts the broker with the given hooks (added in order) and
+// returns once it listens.
+func StartBroker(cfg BrokerConfig, hooks ...mqtt.Hook) (*Broker, error) {
+	if cfg.Addr == "" {
+		cfg.Addr = "127.0.0.1:1883"
+	}
+	if cfg.MaxPacketSize == 0 {
+		cfg.MaxPacketSize = 256 << 10
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	caps := mqtt.NewDefaultServerCapabilities()
+	caps.MaximumPacketSize = cfg.MaxPacketSize
+	srv := mqtt.New(&mqtt.Options{
+		InlineClient: true,
+		Capabilities: caps,
+		Logger:       cfg.Logger.With("component", "mqtt-broker"),
+	})
+	// Authentication arrives with device identities; until then every
+	// client may connect, and the listener is loopback-only by default.
+	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
+		return nil, err
+	}
+	for _, h := range hooks {
+		if err := srv.AddHook(h, nil); err != nil {
+			return nil, fmt.Errorf("adding broker hook %s: %w", h.ID(), err)
+		}
+	}
+	tcp := listeners.NewTCP(listeners.Config{ID: "tcp", Address: cfg.Addr})
+	if err := srv.AddListener(tcp); err != nil {
+		return nil, fmt.Errorf("mqtt listener on %s: %w (set --mqtt-addr)", cfg.Addr, err)
+	}
+	if err := srv.Serve(); err != nil {
+		return nil, fmt.Errorf("starting the mqtt broker: %w", err)
+	}
+	return &Broker{Server: srv, tcp: tcp}, nil
+}
+
+// Addr is the address the broker listens on.
+func (b *Broker) Addr() string { return b.tcp.Address() }
+
+// Close disconnects every client and stops the broker.
+func (b *Broker) Close() error { return b.Server.Close() }

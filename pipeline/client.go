@@ -1,0 +1,141 @@
+package pipeline
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+
+	"github.com/twinhub/twinhub/pipeline/topology"
+)
+
+// ErrTimeout means a command was stored but its result did not arrive in
+// time; the command may still be applied later.
+var ErrTimeout = errors.New("timed out waiting for the twin processor; the command is queued and may still be applied")
+
+// Client submits commands to the pipeline and waits for their results. It is
+// what the protocol edges (MQTT, HTTP) use; it is safe for concurrent use.
+type Client struct {
+	js         jetstream.JetStream
+	partitions int
+	timeout    time.Duration
+	inbox      string
+	sub        *nats.Subscription
+
+	mu      sync.Mutex
+	waiters map[string]chan Result
+}
+
+// NewClient subscribes to a private reply inbox on nc. timeout bounds Do and
+// Pending.Wait when their context has no earlier deadline.
+func NewClient(nc *nats.Conn, partitions int, timeout time.Duration) (*Client, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("opening JetStream: %w", err)
+	}
+	c := &Client{js: js, partitions: partitions, timeout: timeout, waiters: make(map[string]chan Result),
+		inbox: "_INBOX.twinhub." + nuid.Next()}
+	c.sub, err = nc.Subscribe(c.inbox+".*", c.deliver)
+	if err != nil {
+		return nil, fmt.Errorf("subscribing to the reply inbox: %w", err)
+	}
+	if err := c.sub.SetPendingLimits(-1, 256<<20); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Client) deliver(m *nats.Msg) {
+	var res Result
+	if err := json.Unmarshal(m.Data, &res); err != nil {
+		return
+	}
+	id := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
+	c.mu.Lock()
+	ch := c.waiters[id]
+	delete(c.waiters, id)
+	c.mu.Unlock()
+	if ch != nil {
+		ch <- res // buffered, never blocks
+	}
+}
+
+// Pending is a command stored in JetStream whose result has not arrived yet.
+type Pending struct {
+	c  *Client
+	id string
+	ch chan Result
+}
+
+// Submit stores cmd in JetStream (assigning an ID if it has none) and returns
+// once JetStream has acknowledged it: from then on the command will be
+// applied even if this process dies.
+func (c *Client) Submit(ctx context.Context, cmd Command) (*Pending, error) {
+	if cmd.ID == "" {
+		cmd.ID = nuid.Next()
+	}
+	data, err := json.Marshal(cmd)
+	if err != nil {
+		return nil, fmt.Errorf("encoding command: %w", err)
+	}
+	p := &Pending{c: c, id: cmd.ID, ch: make(chan Result, 1)}
+	c.mu.Lock()
+	c.waiters[cmd.ID] = p.ch
+	c.mu.Unlock()
+	msg := &nats.Msg{
+		Subject: topology.CommandSubject(cmd.DeviceID, c.partitions),
+		Data:    data,
+		Header:  nats.Header{ReplyHeader: []string{c.inbox + "." + cmd.ID}},
+	}
+	if _, err := c.js.PublishMsg(ctx, msg, jetstream.WithMsgID(cmd.ID), jetstream.WithExpectStream(topology.CommandStream)); err != nil {
+		p.forget()
+		return nil, fmt.Errorf("storing %s command for %s: %w", cmd.Kind, cmd.DeviceID, err)
+	}
+	return p, nil
+}
+
+// ID returns the command's ID.
+func (p *Pending) ID() string { return p.id }
+
+// Wait returns the command's result.
+func (p *Pending) Wait(ctx context.Context) (Result, error) {
+	ctx, cancel := context.WithTimeout(ctx, p.c.timeout)
+	defer cancel()
+	select {
+	case res := <-p.ch:
+		return res, nil
+	case <-ctx.Done():
+		p.forget()
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return Result{}, ErrTimeout
+		}
+		return Result{}, ctx.Err()
+	}
+}
+
+func (p *Pending) forget() {
+	p.c.mu.Lock()
+	delete(p.c.waiters, p.id)
+	p.c.mu.Unlock()
+}
+
+// Do submits cmd and waits for its result.
+func (c *Client) Do(ctx context.Context, cmd Command) (Result, error) {
+	p, err := c.Submit(ctx, cmd)
+	if err != nil {
+		return Result{}, err
+	}
+	return p.Wait(ctx)
+}
+
+// Close stops receiving results.
+func (c *Client) Close() error {
+	return c.sub.Unsubscribe()
+}

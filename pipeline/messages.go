@@ -1,0 +1,179 @@
+// Package pipeline carries twin changes from the protocol edges to the twin
+// state: the edges submit Commands to JetStream with a Client, the Processor
+// (Watermill handlers, one per command partition) applies them to the twin
+// records in JetStream KV, publishes one change Event per accepted change, and
+// answers each command with a Result.
+package pipeline
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+)
+
+// Kind says what a command asks for.
+type Kind string
+
+// Command kinds.
+const (
+	KindDeviceGet     Kind = "deviceGet"     // the device reads its twin (desired and reported)
+	KindPatchReported Kind = "patchReported" // the device reports properties
+	KindPatchTwin     Kind = "patchTwin"     // the back end patches tags and/or desired
+	KindReplaceTwin   Kind = "replaceTwin"   // the back end replaces tags and desired
+	KindCreateDevice  Kind = "createDevice"  // the registry creates a device and its twin
+	KindUpdateDevice  Kind = "updateDevice"  // the registry changes status or keys
+	KindDeleteDevice  Kind = "deleteDevice"  // the registry deletes a device and its twin
+	KindConnection    Kind = "connection"    // the broker reports a device connected or disconnected
+)
+
+// Command is a request to the twin processor. Commands travel as JSON on the
+// command stream, with Nats-Msg-Id set to ID.
+type Command struct {
+	// ID identifies the command for JetStream dedupe and for replies.
+	ID       string `json:"id"`
+	Kind     Kind   `json:"kind"`
+	DeviceID string `json:"deviceId"`
+	// IfMatch is the etag precondition ("" or "*" for none), as sent in If-Match.
+	IfMatch string `json:"ifMatch,omitempty"`
+	// Body is the patch, twin or device document, as received.
+	Body json.RawMessage `json:"body,omitempty"`
+	// Connected is the new connection state of a KindConnection command.
+	Connected bool `json:"connected,omitempty"`
+}
+
+// Result answers a command.
+type Result struct {
+	CommandID string `json:"commandId"`
+	// Status is an HTTP status code: 200, 204, or an error status.
+	Status int `json:"status"`
+	// Code is IoT Hub's error code name (e.g. "DeviceNotFound") when Status >= 400.
+	Code    string `json:"code,omitempty"`
+	Message string `json:"message,omitempty"`
+	// Version is the new reported $version for patchReported, the twin version otherwise.
+	Version int64 `json:"version,omitempty"`
+	// Body is the response document: the twin (service view), the device
+	// view for deviceGet, or the device identity for registry commands.
+	Body json.RawMessage `json:"body,omitempty"`
+}
+
+// OK reports whether the command succeeded.
+func (r Result) OK() bool { return r.Status < 300 }
+
+// Err returns the result as an error when it failed.
+func (r Result) Err() error {
+	if r.OK() {
+		return nil
+	}
+	return &ResultError{Result: r}
+}
+
+// ResultError is a failed Result as an error.
+type ResultError struct{ Result Result }
+
+func (e *ResultError) Error() string {
+	return fmt.Sprintf("%d %s: %s", e.Result.Status, e.Result.Code, e.Result.Message)
+}
+
+// IoT Hub error codes: name, HTTP status and the numeric code devices see in
+// MQTT error bodies (reference §4.4).
+var errorCodes = map[string]int{
+	"ArgumentInvalid":          400004,
+	"ArgumentNull":             400005,
+	"IotHubUnauthorizedAccess": 401002,
+	"DeviceNotFound":           404001,
+	"DeviceAlreadyExists":      409001,
+	"PreconditionFailed":       412001,
+	"MessageTooLarge":          413001,
+	"ThrottlingException":      429001,
+	"ServerError":              500001,
+	"ServiceUnavailable":       503001,
+	"GatewayTimeout":           504101,
+}
+
+// NumericCode returns IoT Hub's numeric error code for an error code name
+// (e.g. 404001 for DeviceNotFound), or status*1000+1 for unknown names.
+func NumericCode(code string, status int) int {
+	if n, ok := errorCodes[code]; ok {
+		return n
+	}
+	return status*1000 + 1
+}
+
+// Failure builds a failed Result.
+func Failure(commandID string, status int, code, format string, args ...any) Result {
+	return Result{CommandID: commandID, Status: status, Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+func notFound(cmd Command) Result {
+	return Failure(cmd.ID, http.StatusNotFound, "DeviceNotFound", "device %q does not exist", cmd.DeviceID)
+}
+
+// Change-event operations.
+const (
+	OpCreateDevice = "createDevice"
+	OpUpdateTwin   = "updateTwin"
+	OpReplaceTwin  = "replaceTwin"
+	OpDeleteDevice = "deleteDevice"
+)
+
+// Change-event sources.
+const (
+	SourceDevice  = "device"
+	SourceBackend = "backend"
+)
+
+// Event is a change event, published once per accepted twin change on the
+// device's event subject. It is twinhub's public change stream: per device
+// and generation, Version runs 2, 3, 4, … without gaps or duplicates.
+type Event struct {
+	DeviceID string `json:"deviceId"`
+	// GenerationID changes when a device is deleted and created again; the
+	// version sequence starts over with each generation.
+	GenerationID string `json:"generationId"`
+	Op           string `json:"op"`
+	Source       string `json:"source"`
+	// Version, Etag, DesiredVersion and ReportedVersion are the twin's
+	// counters after the change.
+	Version         int64  `json:"version"`
+	Etag            string `json:"etag"`
+	DesiredVersion  int64  `json:"desiredVersion"`
+	ReportedVersion int64  `json:"reportedVersion"`
+	// Time is when the change was applied (RFC 3339, 100 ns precision); it is
+	// the $lastUpdated of every node the change touched.
+	Time string `json:"time"`
+	// CommandID is the command that made the change.
+	CommandID string `json:"commandId"`
+	// Patch is the change as applied: merge patches (null deletes) for
+	// updateTwin, the whole new tags and desired for replaceTwin.
+	Patch EventPatch `json:"patch"`
+	// Status is the device status a createDevice event set.
+	Status string `json:"status,omitempty"`
+}
+
+// EventPatch holds the sections a change touched; absent sections are nil.
+type EventPatch struct {
+	Tags       json.RawMessage  `json:"tags,omitempty"`
+	Properties *EventProperties `json:"properties,omitempty"`
+}
+
+// EventProperties holds the desired and reported parts of a patch.
+type EventProperties struct {
+	Desired  json.RawMessage `json:"desired,omitempty"`
+	Reported json.RawMessage `json:"reported,omitempty"`
+}
+
+// Desired returns the desired part of the patch, or nil.
+func (p EventPatch) Desired() json.RawMessage {
+	if p.Properties == nil {
+		return nil
+	}
+	return p.Properties.Desired
+}
+
+// Reported returns the reported part of the patch, or nil.
+func (p EventPatch) Reported() json.RawMessage {
+	if p.Properties == nil {
+		return nil
+	}
+	return p.Properties.Reported
+}

@@ -1,0 +1,552 @@
+package pipeline
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	wmjs "github.com/ThreeDotsLabs/watermill-nats/v2/pkg/jetstream"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/twinhub/twinhub/pipeline/topology"
+	"github.com/twinhub/twinhub/pipeline/twin"
+)
+
+// ReplyHeader names the NATS header that carries the subject a command's
+// Result is sent to.
+const ReplyHeader = "Twinhub-Reply"
+
+// errEventConflict means the device's event subject moved past the record:
+// an event was published but the record was not updated (a crash between the
+// two), or another writer is active.
+var errEventConflict = errors.New("event sequence conflict")
+
+// ProcessorConfig configures the twin processor.
+type ProcessorConfig struct {
+	Topology topology.Config
+	// CloseTimeout bounds how long shutdown waits for commands in flight (default 10 s).
+	CloseTimeout time.Duration
+	// Now returns the current time (default time.Now); tests pin it.
+	Now    func() time.Time
+	Logger *slog.Logger
+}
+
+func (c *ProcessorConfig) defaults() {
+	c.Topology = c.Topology.WithDefaults()
+	if c.CloseTimeout == 0 {
+		c.CloseTimeout = 10 * time.Second
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Processor applies commands to twin records. It runs one Watermill handler
+// per command partition; each handler holds one command at a time, so the
+// commands of a device are applied in the order they were stored.
+//
+// Applying a command that changes the twin is: read the record, compute the
+// new record and its change event, publish the event with the record's last
+// event sequence as the expected last sequence of the device's event subject
+// (so an event is never published twice), compare-and-swap the record, reply,
+// acknowledge. A crash between any two steps is repaired when the command is
+// redelivered: the record remembers the commands it applied, and an event that
+// was published without its record update is rolled forward into the record.
+type Processor struct {
+	cfg     ProcessorConfig
+	js      jetstream.JetStream
+	nc      *nats.Conn
+	store   *Store
+	events  jetstream.Stream
+	router  *message.Router
+	log     *slog.Logger
+	metrics *processorMetrics
+}
+
+// NewProcessor builds the processor. nc carries replies and events; subConn
+// is dedicated to the Watermill subscriber, which drains it on close.
+func NewProcessor(ctx context.Context, cfg ProcessorConfig, nc, subConn *nats.Conn, reg prometheus.Registerer) (*Processor, error) {
+	cfg.defaults()
+	if err := cfg.Topology.Validate(); err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("opening JetStream: %w", err)
+	}
+	store, err := OpenStore(ctx, js)
+	if err != nil {
+		return nil, err
+	}
+	events, err := js.Stream(ctx, topology.EventStream)
+	if err != nil {
+		return nil, fmt.Errorf("opening stream %s: %w", topology.EventStream, err)
+	}
+	log := cfg.Logger.With("component", "processor")
+	// Watermill logs every message at info; those are debug lines for us.
+	wlog := watermill.NewSlogLoggerWithLevelMapping(log, map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})
+	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: cfg.CloseTimeout}, wlog)
+	if err != nil {
+		return nil, err
+	}
+	sub, err := wmjs.NewSubscriber(wmjs.SubscriberConfig{
+		Conn:   subConn,
+		Logger: wlog,
+		// Stop waiting on a handler a little before JetStream redelivers.
+		AckWaitTimeout:      cfg.Topology.AckWait - cfg.Topology.AckWait/10,
+		ResourceInitializer: partitionConsumer,
+		NakDelay:            wmjs.NewStaticDelay(500 * time.Millisecond),
+		ConsumeOptions:      []jetstream.PullConsumeOpt{jetstream.PullMaxMessages(1)},
+		AckAsync:            false, // double ack: the ack is confirmed before the next command
+		Unmarshaler:         headerUnmarshaler{},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating command subscriber: %w", err)
+	}
+	p := &Processor{cfg: cfg, js: js, nc: nc, store: store, events: events, router: router, log: log}
+	p.metrics = newProcessorMetrics(reg, js, cfg.Topology.Partitions)
+	for i := 0; i < cfg.Topology.Partitions; i++ {
+		// The topic is the consumer name; partitionConsumer binds to it.
+		router.AddConsumerHandler(topology.ConsumerName(i), topology.ConsumerName(i), sub, p.handle)
+	}
+	return p, nil
+}
+
+// partitionConsumer binds a subscription to the durable partition consumer
+// that topology.Ensure created; the topic is the consumer's name.
+func partitionConsumer(ctx context.Context, js jetstream.JetStream, topic string) (jetstream.Consumer, func(context.Context, watermill.LoggerAdapter), error) {
+	c, err := js.Consumer(ctx, topology.CommandStream, topic)
+	return c, nil, err
+}
+
+// Run processes commands until ctx ends, then lets the commands in flight
+// finish (up to CloseTimeout) and returns.
+func (p *Processor) Run(ctx context.Context) error {
+	errc := make(chan error, 1)
+	// Exits when the router is closed below.
+	go func() { errc <- p.router.Run(context.WithoutCancel(ctx)) }()
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		return fmt.Errorf("twin processor stopped: %w", err)
+	}
+	if err := p.router.Close(); err != nil {
+		p.log.Warn("closing the processor", "err", err)
+	}
+	return <-errc
+}
+
+// Running is closed once every partition handler is subscribed.
+func (p *Processor) Running() <-chan struct{} { return p.router.Running() }
+
+func (p *Processor) handle(msg *message.Message) error {
+	start := time.Now()
+	var cmd Command
+	if err := json.Unmarshal(msg.Payload, &cmd); err != nil || cmd.ID == "" || cmd.DeviceID == "" {
+		// A command nobody can apply: acknowledge it so the partition moves on.
+		p.log.Warn("dropping malformed command", "uuid", msg.UUID, "err", err)
+		p.metrics.commands.WithLabelValues("unknown", "malformed").Inc()
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(msg.Context(), p.cfg.Topology.AckWait/2)
+	defer cancel()
+	res, outcome, err := p.apply(ctx, cmd)
+	if err != nil {
+		p.log.Error("applying command failed; it will be retried", "kind", cmd.Kind, "device", cmd.DeviceID, "command", cmd.ID, "err", err)
+		p.metrics.commands.WithLabelValues(string(cmd.Kind), "error").Inc()
+		return err
+	}
+	p.metrics.commands.WithLabelValues(string(cmd.Kind), outcome).Inc()
+	p.metrics.duration.WithLabelValues(string(cmd.Kind)).Observe(time.Since(start).Seconds())
+	if reply := msg.Metadata.Get(ReplyHeader); reply != "" {
+		b, _ := json.Marshal(res)
+		if err := p.nc.Publish(reply, b); err != nil {
+			// The change is durable; only the requester misses its answer.
+			p.log.Warn("sending a command result failed", "command", cmd.ID, "err", err)
+		}
+	}
+	return nil
+}
+
+// change is what applying a command produces: the new record and, for twin
+// changes, the event to publish.
+type change struct {
+	next *Record
+	ev   *Event
+}
+
+// apply runs one command to completion. The outcome names the metric label:
+// applied, rejected, read or duplicate.
+func (p *Processor) apply(ctx context.Context, cmd Command) (Result, string, error) {
+	const attempts = 4
+	for range attempts {
+		rec, rev, err := p.store.load(ctx, cmd.DeviceID)
+		if err != nil {
+			return Result{}, "", err
+		}
+		if rec != nil && rec.applied(cmd.ID) {
+			return answer(cmd, rec), "duplicate", nil
+		}
+		ch, res := decide(cmd, rec, p.cfg.Now())
+		if ch == nil {
+			if res.OK() {
+				return res, "read", nil
+			}
+			return res, "rejected", nil
+		}
+		if ch.ev != nil {
+			seq, err := p.publishEvent(ctx, ch.ev, lastSeq(rec))
+			if errors.Is(err, errEventConflict) {
+				if err := p.rollForward(ctx, cmd.DeviceID, rec, rev); err != nil {
+					return Result{}, "", err
+				}
+				continue
+			}
+			if err != nil {
+				return Result{}, "", err
+			}
+			ch.next.LastEventSeq = seq
+		}
+		if _, err := p.store.save(ctx, cmd.DeviceID, ch.next, rev); err != nil {
+			if isWrongLastSeq(err) || errors.Is(err, jetstream.ErrKeyExists) {
+				p.metrics.casConflicts.Inc()
+				continue
+			}
+			return Result{}, "", fmt.Errorf("saving twin record of %s: %w", cmd.DeviceID, err)
+		}
+		return answer(cmd, ch.next), "applied", nil
+	}
+	return Result{}, "", fmt.Errorf("applying %s to %s: record kept changing under us after %d attempts; is another writer active?", cmd.Kind, cmd.DeviceID, attempts)
+}
+
+func lastSeq(rec *Record) uint64 {
+	if rec == nil {
+		return 0
+	}
+	return rec.LastEventSeq
+}
+
+func (p *Processor) publishEvent(ctx context.Context, ev *Event, expect uint64) (uint64, error) {
+	data, err := json.Marshal(ev)
+	if err != nil {
+		return 0, fmt.Errorf("BUG: encoding event: %w", err)
+	}
+	ack, err := p.js.Publish(ctx, topology.EventSubject(ev.DeviceID), data,
+		jetstream.WithMsgID(eventMsgID(ev)),
+		jetstream.WithExpectStream(topology.EventStream),
+		jetstream.WithExpectLastSequencePerSubject(expect))
+	if isWrongLastSeq(err) {
+		return 0, errEventConflict
+	}
+	if err != nil {
+		return 0, fmt.Errorf("publishing change event of %s: %w", ev.DeviceID, err)
+	}
+	if ack.Duplicate {
+		// Stored before, under the same ID: the record has not caught up.
+		return 0, errEventConflict
+	}
+	p.metrics.events.Inc()
+	return ack.Sequence, nil
+}
+
+func eventMsgID(ev *Event) string {
+	return "ev." + topology.Token(ev.DeviceID) + "." + ev.GenerationID + "." + strconv.FormatInt(ev.Version, 10)
+}
+
+func isWrongLastSeq(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
+
+// rollForward brings a record up to the device's latest event, which a crash
+// published without updating the record.
+func (p *Processor) rollForward(ctx context.Context, deviceID string, rec *Record, rev uint64) error {
+	p.metrics.rollForwards.Inc()
+	msg, err := p.events.GetLastMsgForSubject(ctx, topology.EventSubject(deviceID))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		// The device's events aged out of the stream: the record is the truth.
+		if rec == nil || rec.LastEventSeq == 0 {
+			return fmt.Errorf("event conflict for %s, but it has neither events nor a recorded sequence", deviceID)
+		}
+		next := rec.clone()
+		next.LastEventSeq = 0
+		_, err := p.store.save(ctx, deviceID, next, rev)
+		return err
+	}
+	if err != nil {
+		return fmt.Errorf("reading the latest event of %s: %w", deviceID, err)
+	}
+	if msg.Sequence <= lastSeq(rec) {
+		return fmt.Errorf("event conflict for %s but its latest event (seq %d) is not newer than the record's (%d)", deviceID, msg.Sequence, lastSeq(rec))
+	}
+	var ev Event
+	if err := json.Unmarshal(msg.Data, &ev); err != nil {
+		return fmt.Errorf("decoding event seq %d of %s: %w", msg.Sequence, deviceID, err)
+	}
+	if err := checkNext(rec, &ev); err != nil {
+		return fmt.Errorf("cannot roll %s forward to event seq %d: %w", deviceID, msg.Sequence, err)
+	}
+	next, err := applyEvent(rec, &ev)
+	if err != nil {
+		return fmt.Errorf("rolling %s forward to event seq %d: %w", deviceID, msg.Sequence, err)
+	}
+	next.LastEventSeq = msg.Sequence
+	if _, err := p.store.save(ctx, deviceID, next, rev); err != nil {
+		return fmt.Errorf("saving rolled-forward record of %s: %w", deviceID, err)
+	}
+	p.log.Info("rolled a twin record forward to its latest event", "device", deviceID, "version", ev.Version, "seq", msg.Sequence)
+	return nil
+}
+
+// checkNext verifies that ev directly follows rec.
+func checkNext(rec *Record, ev *Event) error {
+	switch {
+	case ev.Op == OpCreateDevice:
+		if rec.Exists() {
+			return fmt.Errorf("create event, but the device exists")
+		}
+	case !rec.Exists():
+		return fmt.Errorf("%s event version %d, but the device does not exist", ev.Op, ev.Version)
+	case ev.Version != rec.Twin.Version+1:
+		return fmt.Errorf("event version %d does not follow record version %d", ev.Version, rec.Twin.Version)
+	}
+	return nil
+}
+
+// answer is the successful result of cmd given the record it produced or read.
+func answer(cmd Command, rec *Record) Result {
+	res := Result{CommandID: cmd.ID, Status: http.StatusOK}
+	switch cmd.Kind {
+	case KindDeviceGet:
+		res.Body = rec.Twin.DeviceView()
+		res.Version = rec.Twin.Version
+	case KindPatchReported:
+		res.Status = http.StatusNoContent
+		res.Version = rec.Twin.Reported.Version
+	case KindPatchTwin, KindReplaceTwin:
+		b, err := json.Marshal(rec.Twin)
+		if err != nil {
+			panic("BUG: marshalling a twin: " + err.Error())
+		}
+		res.Body = b
+		res.Version = rec.Twin.Version
+	case KindCreateDevice, KindUpdateDevice:
+		res.Body = rec.documentJSON()
+	case KindDeleteDevice, KindConnection:
+		res.Status = http.StatusNoContent
+	}
+	return res
+}
+
+// decide validates cmd against the record and computes the change it makes.
+// It returns either a change or a final result (a read, or a rejection).
+func decide(cmd Command, rec *Record, now time.Time) (*change, Result) {
+	now = now.UTC().Truncate(100 * time.Nanosecond)
+	if err := twin.ValidateDeviceID(cmd.DeviceID); err != nil {
+		return nil, Failure(cmd.ID, http.StatusBadRequest, "ArgumentInvalid", "%v", err)
+	}
+	if cmd.Kind != KindCreateDevice && !rec.Exists() {
+		return nil, notFound(cmd)
+	}
+	ev := &Event{DeviceID: cmd.DeviceID, Time: twin.FormatTime(now), CommandID: cmd.ID, Source: SourceBackend}
+	if rec.Exists() {
+		ev.GenerationID = rec.Identity.GenerationID
+	}
+	invalid := func(err error) (*change, Result) {
+		return nil, Failure(cmd.ID, http.StatusBadRequest, "ArgumentInvalid", "%v", err)
+	}
+	switch cmd.Kind {
+	case KindDeviceGet:
+		return nil, answer(cmd, rec)
+
+	case KindPatchReported:
+		if _, err := twin.ParseObject(cmd.Body); err != nil {
+			return invalid(err)
+		}
+		ev.Op, ev.Source = OpUpdateTwin, SourceDevice
+		ev.Patch.Properties = &EventProperties{Reported: compact(cmd.Body)}
+
+	case KindPatchTwin, KindReplaceTwin:
+		if r, ok := checkEtag(cmd, rec.Twin.ETag()); !ok {
+			return nil, r
+		}
+		tags, desired, err := serviceBody(cmd.Body)
+		if err != nil {
+			return invalid(err)
+		}
+		ev.Op = OpUpdateTwin
+		if cmd.Kind == KindReplaceTwin {
+			ev.Op = OpReplaceTwin
+			if tags == nil {
+				tags = json.RawMessage("{}")
+			}
+			if desired == nil {
+				desired = json.RawMessage("{}")
+			}
+		} else if tags == nil && desired == nil {
+			return nil, answer(cmd, rec) // nothing to change
+		}
+		ev.Patch.Tags = tags
+		if desired != nil {
+			ev.Patch.Properties = &EventProperties{Desired: desired}
+		}
+
+	case KindCreateDevice:
+		if rec.Exists() {
+			return nil, Failure(cmd.ID, http.StatusConflict, "DeviceAlreadyExists", "device %q already exists", cmd.DeviceID)
+		}
+		body, err := parseDeviceBody(cmd.Body, cmd.DeviceID)
+		if err != nil {
+			return invalid(err)
+		}
+		ev.Op, ev.GenerationID, ev.Status = OpCreateDevice, newGenerationID(now), body.Status
+		next, err := applyEvent(rec, ev)
+		if err != nil {
+			return invalid(err)
+		}
+		next.Identity.PrimaryKey, next.Identity.SecondaryKey = newKey(), newKey()
+		if a := body.Authentication; a != nil && a.SymmetricKey != nil {
+			if k := a.SymmetricKey.PrimaryKey; k != "" {
+				next.Identity.PrimaryKey = k
+			}
+			if k := a.SymmetricKey.SecondaryKey; k != "" {
+				next.Identity.SecondaryKey = k
+			}
+		}
+		if body.StatusReason != nil {
+			next.Twin.StatusReason = *body.StatusReason
+		}
+		ev.fill(next, rec)
+		return &change{next: next, ev: ev}, Result{}
+
+	case KindUpdateDevice:
+		if r, ok := checkEtag(cmd, rec.Identity.DeviceEtag()); !ok {
+			return nil, r
+		}
+		body, err := parseDeviceBody(cmd.Body, cmd.DeviceID)
+		if err != nil {
+			return invalid(err)
+		}
+		next := rec.clone()
+		if body.Status != "" && body.Status != next.Twin.Status {
+			next.Twin.Status = body.Status
+			next.Twin.StatusUpdateTime = now
+		}
+		if body.StatusReason != nil {
+			next.Twin.StatusReason = *body.StatusReason
+		}
+		if a := body.Authentication; a != nil && a.SymmetricKey != nil {
+			if k := a.SymmetricKey.PrimaryKey; k != "" {
+				next.Identity.PrimaryKey = k
+			}
+			if k := a.SymmetricKey.SecondaryKey; k != "" {
+				next.Identity.SecondaryKey = k
+			}
+		}
+		next.Identity.Etag++
+		next.remember(cmd.ID)
+		return &change{next: next}, Result{}
+
+	case KindDeleteDevice:
+		if r, ok := checkEtag(cmd, rec.Identity.DeviceEtag()); !ok {
+			return nil, r
+		}
+		ev.Op = OpDeleteDevice
+
+	case KindConnection:
+		next := rec.clone()
+		if cmd.Connected {
+			next.Twin.ConnectionState = "Connected"
+		} else {
+			next.Twin.ConnectionState = "Disconnected"
+		}
+		next.Identity.ConnectionStateUpdatedTime = now
+		next.Twin.LastActivityTime = now
+		next.remember(cmd.ID)
+		return &change{next: next}, Result{}
+
+	default:
+		return nil, Failure(cmd.ID, http.StatusBadRequest, "ArgumentInvalid", "unknown command kind %q", cmd.Kind)
+	}
+	next, err := applyEvent(rec, ev)
+	if err != nil {
+		return invalid(err)
+	}
+	ev.fill(next, rec)
+	return &change{next: next, ev: ev}, Result{}
+}
+
+// checkEtag enforces If-Match: empty or "*" matches anything; otherwise the
+// (quoted or bare) etag must equal the current one.
+func checkEtag(cmd Command, current string) (Result, bool) {
+	want := strings.TrimSpace(cmd.IfMatch)
+	want = strings.TrimPrefix(want, "W/")
+	if unq, err := strconv.Unquote(want); err == nil {
+		want = unq
+	}
+	if want == "" || want == "*" || want == current {
+		return Result{}, true
+	}
+	return Failure(cmd.ID, http.StatusPreconditionFailed, "PreconditionFailed",
+		"etag %q does not match the current etag %q; read the twin again and retry", want, current), false
+}
+
+// serviceBody extracts tags and properties.desired from a back-end twin
+// patch or replacement. Other twin fields (deviceId, etag, version, …) are
+// ignored as IoT Hub does; properties.reported is refused.
+func serviceBody(body json.RawMessage) (tags, desired json.RawMessage, err error) {
+	doc, err := twin.ParseObject(body)
+	if err != nil {
+		return nil, nil, err
+	}
+	section := func(v any, path string) (json.RawMessage, error) {
+		switch v := v.(type) {
+		case nil:
+			return nil, nil
+		case map[string]any:
+			b, err := json.Marshal(v)
+			return b, err
+		default:
+			return nil, fmt.Errorf("%s must be an object", path)
+		}
+	}
+	if tags, err = section(doc["tags"], "tags"); err != nil {
+		return nil, nil, err
+	}
+	switch props := doc["properties"].(type) {
+	case nil:
+	case map[string]any:
+		if _, ok := props["reported"]; ok {
+			return nil, nil, errors.New("properties.reported can only be changed by the device")
+		}
+		if desired, err = section(props["desired"], "properties.desired"); err != nil {
+			return nil, nil, err
+		}
+	default:
+		return nil, nil, errors.New("properties must be an object")
+	}
+	return tags, desired, nil
+}
+
+func compact(raw json.RawMessage) json.RawMessage {
+	var b bytes.Buffer
+	if err := json.Compact(&b, raw); err != nil {
+		return raw
+	}
+	return b.Bytes()
+}

@@ -1,0 +1,123 @@
+package pipeline
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+
+	"github.com/twinhub/twinhub/pipeline/twin"
+)
+
+// DeviceDocument is a device identity in IoT Hub's registry shape
+// (GET/PUT /devices/{id}).
+type DeviceDocument struct {
+	DeviceID                   string          `json:"deviceId"`
+	GenerationID               string          `json:"generationId"`
+	Etag                       string          `json:"etag"`
+	ConnectionState            string          `json:"connectionState"`
+	Status                     string          `json:"status"`
+	StatusReason               *string         `json:"statusReason"`
+	ConnectionStateUpdatedTime string          `json:"connectionStateUpdatedTime"`
+	StatusUpdatedTime          string          `json:"statusUpdatedTime"`
+	LastActivityTime           string          `json:"lastActivityTime"`
+	CloudToDeviceMessageCount  int64           `json:"cloudToDeviceMessageCount"`
+	Authentication             *Authentication `json:"authentication"`
+	Capabilities               struct {
+		IotEdge bool `json:"iotEdge"`
+	} `json:"capabilities"`
+}
+
+// Authentication is a device's credentials in the registry shape.
+type Authentication struct {
+	SymmetricKey   *SymmetricKey `json:"symmetricKey,omitempty"`
+	X509Thumbprint struct {
+		PrimaryThumbprint   *string `json:"primaryThumbprint"`
+		SecondaryThumbprint *string `json:"secondaryThumbprint"`
+	} `json:"x509Thumbprint"`
+	Type string `json:"type"`
+}
+
+// SymmetricKey holds a device's two SAS keys (base64).
+type SymmetricKey struct {
+	PrimaryKey   string `json:"primaryKey"`
+	SecondaryKey string `json:"secondaryKey"`
+}
+
+// Document renders the record's device identity.
+func (r *Record) Document() DeviceDocument {
+	t := r.Twin
+	d := DeviceDocument{
+		DeviceID:                   t.DeviceID,
+		GenerationID:               r.Identity.GenerationID,
+		Etag:                       r.Identity.DeviceEtag(),
+		ConnectionState:            t.ConnectionState,
+		Status:                     t.Status,
+		ConnectionStateUpdatedTime: twin.FormatTime(r.Identity.ConnectionStateUpdatedTime),
+		StatusUpdatedTime:          twin.FormatTime(t.StatusUpdateTime),
+		LastActivityTime:           twin.FormatTime(t.LastActivityTime),
+		CloudToDeviceMessageCount:  t.CloudToDeviceMessageCount,
+		Authentication: &Authentication{
+			SymmetricKey: &SymmetricKey{PrimaryKey: r.Identity.PrimaryKey, SecondaryKey: r.Identity.SecondaryKey},
+			Type:         "sas",
+		},
+	}
+	if t.StatusReason != "" {
+		reason := t.StatusReason
+		d.StatusReason = &reason
+	}
+	return d
+}
+
+func (r *Record) documentJSON() json.RawMessage {
+	b, err := json.Marshal(r.Document())
+	if err != nil {
+		panic("BUG: marshalling a device document: " + err.Error())
+	}
+	return b
+}
+
+// deviceBody is what PUT /devices/{id} may carry.
+type deviceBody struct {
+	DeviceID       string          `json:"deviceId"`
+	Status         string          `json:"status"`
+	StatusReason   *string         `json:"statusReason"`
+	Authentication *Authentication `json:"authentication"`
+}
+
+func parseDeviceBody(raw json.RawMessage, deviceID string) (deviceBody, error) {
+	var b deviceBody
+	if len(raw) == 0 {
+		return b, nil
+	}
+	if _, err := twin.ParseJSON(raw); err != nil {
+		return b, err
+	}
+	if err := json.Unmarshal(raw, &b); err != nil {
+		return b, fmt.Errorf("device document: %w", err)
+	}
+	if b.DeviceID != "" && b.DeviceID != deviceID {
+		return b, fmt.Errorf("deviceId %q in the body differs from %q in the path", b.DeviceID, deviceID)
+	}
+	switch b.Status {
+	case "", "enabled", "disabled":
+	default:
+		return b, fmt.Errorf("status must be \"enabled\" or \"disabled\", got %q", b.Status)
+	}
+	if a := b.Authentication; a != nil {
+		if a.Type != "" && a.Type != "sas" {
+			return b, fmt.Errorf("authentication type %q is not supported; use \"sas\"", a.Type)
+		}
+		if k := a.SymmetricKey; k != nil {
+			for _, key := range []string{k.PrimaryKey, k.SecondaryKey} {
+				if key == "" {
+					continue
+				}
+				raw, err := base64.StdEncoding.DecodeString(key)
+				if err != nil || len(raw) < 16 || len(raw) > 64 {
+					return b, fmt.Errorf("symmetric keys must be base64 of 16 to 64 bytes")
+				}
+			}
+		}
+	}
+	return b, nil
+}

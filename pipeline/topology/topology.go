@@ -1,0 +1,283 @@
+// Package topology names every JetStream stream, subject, consumer and KV
+// bucket twinhub uses, and provisions them idempotently. Nothing else in
+// twinhub spells a subject or a stream name.
+//
+// Subjects:
+//
+//	twinhub.cmd.<partition>.<device>   commands for the twin processor (stream TWINHUB_COMMANDS, work queue)
+//	twinhub.events.<device>            public change events, one subject per device (stream TWINHUB_EVENTS)
+//
+// <device> is the device ID encoded by Token so that any legal device ID is a
+// single subject token and a legal KV key. <partition> is a number in
+// [0, Partitions) computed by Partition; one durable consumer per partition
+// keeps each device's commands in order while partitions run in parallel.
+package topology
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Names of the JetStream resources.
+const (
+	CommandStream = "TWINHUB_COMMANDS"
+	EventStream   = "TWINHUB_EVENTS"
+	TwinBucket    = "twinhub_twins"
+
+	commandPrefix = "twinhub.cmd."
+	eventPrefix   = "twinhub.events."
+
+	// NotifierConsumer is the durable consumer of change events that forwards
+	// desired-property changes to devices over MQTT.
+	NotifierConsumer = "twin-desired-notifier"
+
+	// EventSubjects matches every change event; outside consumers subscribe to it.
+	EventSubjects = eventPrefix + "*"
+
+	// partitionsMetadataKey records the partition count in the command
+	// stream's metadata so that instances configured differently refuse to start.
+	partitionsMetadataKey = "twinhub.partitions"
+)
+
+// ErrPartitionMismatch means the command stream was created with another
+// partition count than this instance is configured with.
+var ErrPartitionMismatch = errors.New("partition count differs from the existing command stream")
+
+// Config sizes the topology. The zero value is usable.
+type Config struct {
+	// Partitions is the number of command partitions (default 16). It is
+	// fixed when the command stream is first created.
+	Partitions int
+	// Replicas is the JetStream replication factor (default 1).
+	Replicas int
+	// EventMaxAge bounds how long change events are kept in JetStream
+	// (default 7 days; 0 after defaults means forever is not allowed, use a large value).
+	EventMaxAge time.Duration
+	// AckWait is how long the processor may hold a command before JetStream
+	// redelivers it (default 10 s). It bounds how long a partition stalls after a crash.
+	AckWait time.Duration
+	// DuplicateWindow is the Nats-Msg-Id dedupe window of both streams (default 2 min).
+	DuplicateWindow time.Duration
+	// MaxMsgSize bounds a command or event (default 1 MiB).
+	MaxMsgSize int32
+}
+
+func (c *Config) defaults() {
+	if c.Partitions == 0 {
+		c.Partitions = 16
+	}
+	if c.Replicas == 0 {
+		c.Replicas = 1
+	}
+	if c.EventMaxAge == 0 {
+		c.EventMaxAge = 7 * 24 * time.Hour
+	}
+	if c.AckWait == 0 {
+		c.AckWait = 10 * time.Second
+	}
+	if c.DuplicateWindow == 0 {
+		c.DuplicateWindow = 2 * time.Minute
+	}
+	if c.MaxMsgSize == 0 {
+		c.MaxMsgSize = 1 << 20
+	}
+}
+
+// WithDefaults returns c with zero fields set to their defaults.
+func (c Config) WithDefaults() Config {
+	c.defaults()
+	return c
+}
+
+// Validate reports every problem with the configuration.
+func (c Config) Validate() error {
+	c.defaults()
+	var errs []error
+	if c.Partitions < 1 || c.Partitions > 1024 {
+		errs = append(errs, fmt.Errorf("partitions must be between 1 and 1024, got %d", c.Partitions))
+	}
+	if c.Replicas != 1 && c.Replicas != 3 && c.Replicas != 5 {
+		errs = append(errs, fmt.Errorf("replicas must be 1, 3 or 5, got %d", c.Replicas))
+	}
+	if c.AckWait < time.Second {
+		errs = append(errs, fmt.Errorf("ack wait must be at least 1s, got %s", c.AckWait))
+	}
+	return errors.Join(errs...)
+}
+
+// Token encodes a device ID as one NATS subject token that is also a legal
+// JetStream KV key: ASCII letters, digits, '-' and '_' stay as they are, every
+// other byte becomes '=' followed by two upper-case hex digits. The encoding
+// is reversible (see DeviceID) and documented for outside consumers.
+func Token(deviceID string) string {
+	var b strings.Builder
+	b.Grow(len(deviceID))
+	for i := 0; i < len(deviceID); i++ {
+		c := deviceID[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_':
+			b.WriteByte(c)
+		default:
+			const hex = "0123456789ABCDEF"
+			b.WriteByte('=')
+			b.WriteByte(hex[c>>4])
+			b.WriteByte(hex[c&0xF])
+		}
+	}
+	return b.String()
+}
+
+// DeviceID decodes a token made by Token.
+func DeviceID(token string) (string, error) {
+	if !strings.Contains(token, "=") {
+		return token, nil
+	}
+	var b strings.Builder
+	for i := 0; i < len(token); i++ {
+		if token[i] != '=' {
+			b.WriteByte(token[i])
+			continue
+		}
+		if i+2 >= len(token) {
+			return "", fmt.Errorf("token %q: truncated escape", token)
+		}
+		v, err := strconv.ParseUint(token[i+1:i+3], 16, 8)
+		if err != nil {
+			return "", fmt.Errorf("token %q: bad escape: %w", token, err)
+		}
+		b.WriteByte(byte(v))
+		i += 2
+	}
+	return b.String(), nil
+}
+
+// Partition returns the command partition of a device: FNV-1a of the device
+// ID modulo the partition count.
+func Partition(deviceID string, partitions int) int {
+	h := fnv.New32a()
+	h.Write([]byte(deviceID))
+	return int(h.Sum32() % uint32(partitions))
+}
+
+// CommandSubject is the subject a command for deviceID is published to.
+func CommandSubject(deviceID string, partitions int) string {
+	return commandPrefix + strconv.Itoa(Partition(deviceID, partitions)) + "." + Token(deviceID)
+}
+
+// PartitionSubjects is the filter of partition p's consumer.
+func PartitionSubjects(p int) string {
+	return commandPrefix + strconv.Itoa(p) + ".*"
+}
+
+// ConsumerName is the durable consumer of command partition p.
+func ConsumerName(p int) string {
+	return fmt.Sprintf("twin-apply-p%03d", p)
+}
+
+// EventSubject is the subject of deviceID's change events.
+func EventSubject(deviceID string) string {
+	return eventPrefix + Token(deviceID)
+}
+
+// DeviceFromEventSubject returns the device ID of an event subject.
+func DeviceFromEventSubject(subject string) (string, error) {
+	tok, ok := strings.CutPrefix(subject, eventPrefix)
+	if !ok || tok == "" || strings.Contains(tok, ".") {
+		return "", fmt.Errorf("%q is not a twinhub event subject", subject)
+	}
+	return DeviceID(tok)
+}
+
+// Key is the KV key of deviceID's twin record.
+func Key(deviceID string) string { return Token(deviceID) }
+
+// Ensure creates or updates the streams, the KV bucket and the partition
+// consumers. It is safe to call from every instance at every start.
+func Ensure(ctx context.Context, js jetstream.JetStream, cfg Config) error {
+	cfg.defaults()
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	parts := strconv.Itoa(cfg.Partitions)
+	if s, err := js.Stream(ctx, CommandStream); err == nil {
+		if got := s.CachedInfo().Config.Metadata[partitionsMetadataKey]; got != "" && got != parts {
+			return fmt.Errorf("%w: stream %s has %s partitions, this instance is configured with %s; "+
+				"start with --partitions %s", ErrPartitionMismatch, CommandStream, got, parts, got)
+		}
+	} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("looking up stream %s: %w", CommandStream, err)
+	}
+	cmd, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        CommandStream,
+		Description: "twinhub commands waiting for the twin processor",
+		Subjects:    []string{commandPrefix + ">"},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+		Duplicates:  cfg.DuplicateWindow,
+		MaxMsgSize:  cfg.MaxMsgSize,
+		Metadata:    map[string]string{partitionsMetadataKey: parts},
+	})
+	if err != nil {
+		return fmt.Errorf("provisioning stream %s: %w", CommandStream, err)
+	}
+	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        EventStream,
+		Description: "twinhub change events: one per accepted twin change, subject per device",
+		Subjects:    []string{EventSubjects},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+		Duplicates:  cfg.DuplicateWindow,
+		MaxAge:      cfg.EventMaxAge,
+		MaxMsgSize:  cfg.MaxMsgSize,
+	}); err != nil {
+		return fmt.Errorf("provisioning stream %s: %w", EventStream, err)
+	}
+	if _, err := js.CreateOrUpdateConsumer(ctx, EventStream, jetstream.ConsumerConfig{
+		Durable:       NotifierConsumer,
+		Description:   "forwards desired-property changes to devices",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       30 * time.Second,
+		DeliverPolicy: jetstream.DeliverNewPolicy,
+		MaxAckPending: 1000,
+		// A notification that cannot be sent after a few tries is dropped:
+		// devices read their twin when they reconnect.
+		MaxDeliver: 5,
+	}); err != nil {
+		return fmt.Errorf("provisioning consumer %s: %w", NotifierConsumer, err)
+	}
+	if _, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      TwinBucket,
+		Description: "twinhub twin records: the materialized twin state",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+	}); err != nil {
+		return fmt.Errorf("provisioning KV bucket %s: %w", TwinBucket, err)
+	}
+	for p := 0; p < cfg.Partitions; p++ {
+		if _, err := cmd.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+			Durable:       ConsumerName(p),
+			Description:   "twin processor, partition " + strconv.Itoa(p),
+			FilterSubject: PartitionSubjects(p),
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			AckWait:       cfg.AckWait,
+			DeliverPolicy: jetstream.DeliverAllPolicy,
+			// One command in flight per partition: a device's commands are
+			// applied strictly in the order they were stored, redeliveries included.
+			MaxAckPending: 1,
+			MaxDeliver:    -1,
+		}); err != nil {
+			return fmt.Errorf("provisioning consumer %s: %w", ConsumerName(p), err)
+		}
+	}
+	return nil
+}
