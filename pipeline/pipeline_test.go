@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -103,5 +104,132 @@ func TestSeedFlowThroughPipeline(t *testing.T) {
 	res = h.do(t, pipeline.Command{Kind: pipeline.KindPatchReported, DeviceID: "myDeviceId", Body: json.RawMessage(`{"connectivity":{"type":"cellular"}}`)})
 	if res.Status != 204 || res.Version != 2 {
 		t.Fatalf("reported patch: %+v", res)
+	}
+}
+
+// events returns the change events of a device, in stream order.
+func (h *hub) events(t *testing.T, deviceID string) []pipeline.Event {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := h.js.Stream(ctx, topology.EventStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{topology.EventSubject(deviceID)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []pipeline.Event
+	for {
+		m, err := c.Next(jetstream.FetchMaxWait(300 * time.Millisecond))
+		if err != nil {
+			return out
+		}
+		var ev pipeline.Event
+		if err := json.Unmarshal(m.Data(), &ev); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, ev)
+	}
+}
+
+// publishRaw stores a command under its own Nats-Msg-Id and returns its result.
+func (h *hub) publishRaw(t *testing.T, cmd pipeline.Command, msgID string) pipeline.Result {
+	t.Helper()
+	nc, err := h.ns.Connect("raw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	inbox := nats.NewInbox()
+	sub, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := json.Marshal(cmd)
+	js, _ := jetstream.New(nc)
+	msg := &nats.Msg{Subject: topology.CommandSubject(cmd.DeviceID, 4), Data: data, Header: nats.Header{pipeline.ReplyHeader: []string{inbox}}}
+	if _, err := js.PublishMsg(context.Background(), msg, jetstream.WithMsgID(msgID)); err != nil {
+		t.Fatal(err)
+	}
+	m, err := sub.NextMsg(20 * time.Second)
+	if err != nil {
+		t.Fatalf("no result for %s: %v", cmd.ID, err)
+	}
+	var res pipeline.Result
+	json.Unmarshal(m.Data, &res)
+	return res
+}
+
+func versions(evs []pipeline.Event) []int64 {
+	var v []int64
+	for _, e := range evs {
+		v = append(v, e.Version)
+	}
+	return v
+}
+
+// TestRedeliveredCommandIsNotAppliedTwice stores the same command twice
+// (as a redelivery after a crash would present it): the second is answered
+// from the record, with no second change and no second event.
+func TestRedeliveredCommandIsNotAppliedTwice(t *testing.T) {
+	h := startHub(t, t.TempDir(), topology.Config{Partitions: 4})
+	h.do(t, pipeline.Command{Kind: pipeline.KindCreateDevice, DeviceID: "d1"})
+	cmd := pipeline.Command{ID: "cmd-1", Kind: pipeline.KindPatchReported, DeviceID: "d1", Body: json.RawMessage(`{"a":1}`)}
+	first := h.publishRaw(t, cmd, "m1")
+	second := h.publishRaw(t, cmd, "m2")
+	if first.Status != 204 || second.Status != 204 || first.Version != 2 || second.Version != 2 {
+		t.Fatalf("results: %+v / %+v", first, second)
+	}
+	if v := versions(h.events(t, "d1")); len(v) != 2 || v[0] != 2 || v[1] != 3 {
+		t.Fatalf("event versions %v, want [2 3]", v)
+	}
+}
+
+// TestRollForwardAfterCrashBetweenEventAndRecord recreates the state a crash
+// leaves between publishing a change event and saving the record: the event
+// is in the stream, the record is one change behind. When the command comes
+// again, the processor rolls the record forward to the event (same twin,
+// same timestamps) instead of applying the command a second time.
+func TestRollForwardAfterCrashBetweenEventAndRecord(t *testing.T) {
+	h := startHub(t, t.TempDir(), topology.Config{Partitions: 4})
+	h.do(t, pipeline.Command{Kind: pipeline.KindCreateDevice, DeviceID: "d2"})
+	h.do(t, pipeline.Command{Kind: pipeline.KindPatchReported, DeviceID: "d2", Body: json.RawMessage(`{"a":1}`)})
+	evs := h.events(t, "d2")
+	prev := evs[len(evs)-1]
+
+	// The event the crashed processor published for command "lost-1".
+	crashTime := "2030-01-02T03:04:05.1234567Z"
+	ev := pipeline.Event{DeviceID: "d2", GenerationID: prev.GenerationID, Op: pipeline.OpUpdateTwin, Source: pipeline.SourceDevice,
+		Version: 4, Etag: prev.Etag, DesiredVersion: 1, ReportedVersion: 3, Time: crashTime, CommandID: "lost-1",
+		Patch: pipeline.EventPatch{Properties: &pipeline.EventProperties{Reported: json.RawMessage(`{"b":{"c":true}}`)}}}
+	data, _ := json.Marshal(ev)
+	if _, err := h.js.Publish(context.Background(), topology.EventSubject("d2"), data); err != nil {
+		t.Fatal(err)
+	}
+
+	res := h.publishRaw(t, pipeline.Command{ID: "lost-1", Kind: pipeline.KindPatchReported, DeviceID: "d2", Body: json.RawMessage(`{"b":{"c":true}}`)}, "again")
+	if res.Status != 204 || res.Version != 3 {
+		t.Fatalf("result %+v", res)
+	}
+	if v := versions(h.events(t, "d2")); len(v) != 3 || v[2] != 4 {
+		t.Fatalf("event versions %v, want [2 3 4]", v)
+	}
+	rec, err := h.store.Get(context.Background(), "d2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tw, _ := json.Marshal(rec.Twin)
+	var doc map[string]any
+	json.Unmarshal(tw, &doc)
+	meta := doc["properties"].(map[string]any)["reported"].(map[string]any)["$metadata"].(map[string]any)
+	if rec.Twin.Version != 4 || rec.Twin.Reported.Version != 3 || meta["b"].(map[string]any)["$lastUpdated"] != crashTime {
+		t.Fatalf("rolled-forward twin: %s", tw)
+	}
+	// The next change follows on without a gap.
+	h.do(t, pipeline.Command{Kind: pipeline.KindPatchReported, DeviceID: "d2", Body: json.RawMessage(`{"a":2}`)})
+	if v := versions(h.events(t, "d2")); len(v) != 4 || v[3] != 5 {
+		t.Fatalf("event versions %v, want [2 3 4 5]", v)
 	}
 }

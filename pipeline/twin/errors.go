@@ -2,8 +2,8 @@ package twin
 
 import (
 	"errors"
-	"fmt"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -129,4 +129,7 @@ func isControl(r rune) bool {
 }
 
 // uPlus renders r as U+XXXX.
-func uPlus(r rune) string { return fmt.Sprintf("U+%04X", r) }
+func uPlus(r rune) string {
+	h := strings.ToUpper(strconv.FormatInt(int64(r), 16))
+	return "U+" + strings.Repeat("0", max(0, 4-len(h))) + h
+}

@@ -31,7 +31,7 @@ func ParseJSON(data []byte) (any, error) {
 	}
 	p.skipSpace()
 	if p.pos < len(p.data) {
-		return nil, p.fail(p.pos, "trailing data %s after the top-level value", quoteByte(p.data[p.pos]))
+		return nil, p.fail(p.pos, "trailing data "+quoteByte(p.data[p.pos])+" after the top-level value")
 	}
 	return v, nil
 }
@@ -79,8 +79,10 @@ func (p *parser) pathString() string {
 	return s
 }
 
-func (p *parser) fail(off int, format string, args ...any) *Error {
-	return &Error{Rule: RuleJSON, Path: p.pathString(), Msg: fmt.Sprintf("byte offset %d: ", off) + fmt.Sprintf(format, args...)}
+// fail returns a RuleJSON error at byte offset off. It builds its message
+// without fmt: fmt's printer pool makes fuzz coverage depend on GC timing.
+func (p *parser) fail(off int, msg string) *Error {
+	return &Error{Rule: RuleJSON, Path: p.pathString(), Msg: "byte offset " + strconv.Itoa(off) + ": " + msg}
 }
 
 func (p *parser) skipSpace() {
@@ -115,14 +117,14 @@ func (p *parser) value() (any, error) {
 	case c == '-' || (c >= '0' && c <= '9'):
 		return p.number()
 	default:
-		return nil, p.fail(p.pos, "invalid character %s; a value is expected", quoteByte(c))
+		return nil, p.fail(p.pos, "invalid character "+quoteByte(c)+"; a value is expected")
 	}
 }
 
 func (p *parser) literal(word string) error {
 	end := p.pos + len(word)
 	if end > len(p.data) || string(p.data[p.pos:end]) != word {
-		return p.fail(p.pos, "invalid literal; %q is expected", word)
+		return p.fail(p.pos, "invalid literal; "+strconv.Quote(word)+" is expected")
 	}
 	p.pos = end
 	return nil
@@ -131,7 +133,7 @@ func (p *parser) literal(word string) error {
 func (p *parser) enter() error {
 	p.depth++
 	if p.depth > MaxJSONNesting {
-		return p.fail(p.pos, "nesting is deeper than %d levels", MaxJSONNesting)
+		return p.fail(p.pos, "nesting is deeper than "+strconv.Itoa(MaxJSONNesting)+" levels")
 	}
 	return nil
 }
@@ -154,7 +156,7 @@ func (p *parser) object() (any, error) {
 			return nil, p.fail(p.pos, "unexpected end of input; an object key is expected")
 		}
 		if p.data[p.pos] != '"' {
-			return nil, p.fail(p.pos, "invalid character %s; an object key (string) is expected", quoteByte(p.data[p.pos]))
+			return nil, p.fail(p.pos, "invalid character "+quoteByte(p.data[p.pos])+"; an object key (string) is expected")
 		}
 		keyOff := p.pos
 		k, err := p.str()
@@ -162,7 +164,7 @@ func (p *parser) object() (any, error) {
 			return nil, err
 		}
 		if _, dup := m[k]; dup {
-			return nil, p.fail(keyOff, "duplicate object key %q", k)
+			return nil, p.fail(keyOff, "duplicate object key "+strconv.Quote(k))
 		}
 		p.skipSpace()
 		if p.pos >= len(p.data) || p.data[p.pos] != ':' {
@@ -188,7 +190,7 @@ func (p *parser) object() (any, error) {
 			p.pos++
 			return m, nil
 		default:
-			return nil, p.fail(p.pos, "invalid character %s; ',' or '}' is expected", quoteByte(p.data[p.pos]))
+			return nil, p.fail(p.pos, "invalid character "+quoteByte(p.data[p.pos])+"; ',' or '}' is expected")
 		}
 	}
 }
@@ -225,7 +227,7 @@ func (p *parser) array() (any, error) {
 			p.pos++
 			return a, nil
 		default:
-			return nil, p.fail(p.pos, "invalid character %s; ',' or ']' is expected", quoteByte(p.data[p.pos]))
+			return nil, p.fail(p.pos, "invalid character "+quoteByte(p.data[p.pos])+"; ',' or ']' is expected")
 		}
 	}
 }
@@ -258,7 +260,7 @@ func (p *parser) str() (string, error) {
 			}
 			start = p.pos
 		case c < 0x20:
-			return "", p.fail(p.pos, "control character %s in a string must be escaped", uPlus(rune(c)))
+			return "", p.fail(p.pos, "control character "+uPlus(rune(c))+" in a string must be escaped")
 		case c < utf8.RuneSelf:
 			p.pos++
 		default:
@@ -295,7 +297,7 @@ func (p *parser) escape(buf []byte) ([]byte, error) {
 		return append(buf, '\t'), nil
 	case 'u':
 	default:
-		return nil, p.fail(off, "invalid escape sequence \\%s", string(rune(c)))
+		return nil, p.fail(off, "invalid escape sequence "+strconv.QuoteToASCII(`\`+string(rune(c))))
 	}
 	r, ok := hex4(p.data, p.pos)
 	if !ok {
@@ -304,14 +306,14 @@ func (p *parser) escape(buf []byte) ([]byte, error) {
 	p.pos += 4
 	switch {
 	case r >= 0xdc00 && r <= 0xdfff:
-		return nil, p.fail(off, "lone low surrogate \\u%04x", r)
+		return nil, p.fail(off, "lone low surrogate "+uEscape(r))
 	case r >= 0xd800 && r <= 0xdbff:
 		if p.pos+1 >= len(p.data) || p.data[p.pos] != '\\' || p.data[p.pos+1] != 'u' {
-			return nil, p.fail(off, "lone high surrogate \\u%04x", r)
+			return nil, p.fail(off, "lone high surrogate "+uEscape(r))
 		}
 		lo, ok := hex4(p.data, p.pos+2)
 		if !ok || lo < 0xdc00 || lo > 0xdfff {
-			return nil, p.fail(off, "lone high surrogate \\u%04x", r)
+			return nil, p.fail(off, "lone high surrogate "+uEscape(r))
 		}
 		p.pos += 6
 		r = 0x10000 + (r-0xd800)<<10 + (lo - 0xdc00)
@@ -345,12 +347,12 @@ func (p *parser) number() (any, error) {
 	start := p.pos
 	end, problem := scanNumber(p.data, start)
 	if problem != "" {
-		return nil, p.fail(end, "%s", problem)
+		return nil, p.fail(end, problem)
 	}
 	p.pos = end
 	s := string(p.data[start:end])
 	if _, err := strconv.ParseFloat(s, 64); err != nil {
-		return nil, p.fail(start, "number %s overflows float64", s)
+		return nil, p.fail(start, "number "+s+" overflows float64")
 	}
 	return json.Number(s), nil
 }
@@ -408,7 +410,12 @@ func quoteByte(c byte) string {
 	if c >= 0x20 && c < 0x7f {
 		return strconv.QuoteRune(rune(c))
 	}
-	return fmt.Sprintf("byte 0x%02x", c)
+	return "byte 0x" + string([]byte{hexDigits[c>>4], hexDigits[c&0xf]})
+}
+
+// uEscape renders a UTF-16 code unit as a \uXXXX escape.
+func uEscape(r rune) string {
+	return `\u` + string([]byte{hexDigits[r>>12&0xf], hexDigits[r>>8&0xf], hexDigits[r>>4&0xf], hexDigits[r&0xf]})
 }
 
 // kindOf names the JSON kind of v, for messages.

@@ -64,8 +64,8 @@
 //     false AND x is false, true OR x is true, otherwise a non-boolean
 //     operand makes the result undefined.
 //   - Arithmetic takes numbers only and returns a float64; division or
-//     modulo by zero, and results that are not finite, are undefined.
-//     + does not concatenate strings.
+//     modulo by zero, and results that are not finite, are undefined. The
+//     operator + does not concatenate strings.
 //   - IS_DEFINED(x) is true when x is defined, including null. IS_NULL(x) is
 //     true when x is defined and null (false, not undefined, otherwise).
 //     STARTSWITH(s, p) and ENDSWITH(s, p) are case-sensitive and defined only

@@ -436,9 +436,7 @@ func (p *parser) primary() Expr {
 	case tPunct:
 		switch t.text {
 		case "(":
-			p.enter()
-			defer p.leave()
-			p.advance()
+			p.advance() // expr guards the depth
 			x := p.expr()
 			p.expectPunct(")", "')' or an operator")
 			return x

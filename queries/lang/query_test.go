@@ -24,7 +24,7 @@ type oracleCase struct {
 	rows func() []row
 }
 
-func none(doc) bool { return false }
+func none(doc) bool  { return false }
 func every(doc) bool { return true }
 
 var oracleCases = []oracleCase{

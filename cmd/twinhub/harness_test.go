@@ -1,0 +1,237 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// binary is the twinhub executable the end-to-end tests drive, built once.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "twinhub-e2e")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "twinhub")
+	out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "building twinhub: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// proc is a running `twinhub run` process on random loopback ports.
+type proc struct {
+	t        *testing.T
+	cmd      *exec.Cmd
+	dataDir  string
+	args     []string
+	HTTP     string // http://127.0.0.1:port
+	MQTT     string // tcp://127.0.0.1:port
+	NATS     string // nats://127.0.0.1:port
+	logs     *syncBuffer
+	exited   chan struct{}
+	exitErr  error
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+var (
+	readyRe = regexp.MustCompile(`msg="twinhub is ready" http=(\S+)`)
+	mqttRe  = regexp.MustCompile(`msg="embedded MQTT broker listening" addr=(\S+)`)
+	natsRe  = regexp.MustCompile(`msg="embedded NATS with JetStream started" url=(\S+)`)
+)
+
+// startTwinhub runs twinhub with a data directory (a fresh one if empty)
+// and extra flags, and waits until /healthz answers 200.
+func startTwinhub(t *testing.T, dataDir string, extra ...string) *proc {
+	t.Helper()
+	if dataDir == "" {
+		dataDir = t.TempDir()
+	}
+	args := append([]string{"run", "--data-dir", dataDir, "--http-addr", "127.0.0.1:0",
+		"--mqtt-addr", "127.0.0.1:0", "--nats-addr", "127.0.0.1:0", "--partitions", "4"}, extra...)
+	p := &proc{t: t, dataDir: dataDir, args: args, logs: &syncBuffer{}, exited: make(chan struct{})}
+	p.cmd = exec.Command(binary, args...)
+	p.cmd.Env = append(os.Environ(), "TWINHUB_LOG_LEVEL=info")
+	pr, pw := io.Pipe()
+	p.cmd.Stderr = pw
+	p.cmd.Stdout = p.logs
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	found := make(chan struct{})
+	// Copies the process's log until it exits.
+	go func() {
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		closed := false
+		for sc.Scan() {
+			line := sc.Text()
+			p.logs.Write([]byte(line + "\n"))
+			if m := mqttRe.FindStringSubmatch(line); m != nil {
+				p.MQTT = "tcp://" + m[1]
+			}
+			if m := natsRe.FindStringSubmatch(line); m != nil {
+				p.NATS = m[1]
+			}
+			if m := readyRe.FindStringSubmatch(line); m != nil && !closed {
+				p.HTTP = "http://" + m[1]
+				closed = true
+				close(found)
+			}
+		}
+	}()
+	// Reaps the process.
+	go func() {
+		p.exitErr = p.cmd.Wait()
+		pw.Close()
+		close(p.exited)
+	}()
+	t.Cleanup(func() {
+		p.kill()
+		if t.Failed() {
+			t.Logf("twinhub log:\n%s", p.logs.String())
+		}
+	})
+	select {
+	case <-found:
+	case <-p.exited:
+		t.Fatalf("twinhub exited before it was ready: %v\n%s", p.exitErr, p.logs.String())
+	case <-time.After(60 * time.Second):
+		t.Fatalf("twinhub not ready after 60s\n%s", p.logs.String())
+	}
+	waitFor(t, 30*time.Second, "healthz 200", func() bool {
+		resp, err := http.Get(p.HTTP + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	return p
+}
+
+// kill sends SIGKILL and waits for the process to go.
+func (p *proc) kill() {
+	select {
+	case <-p.exited:
+		return
+	default:
+	}
+	p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.exited
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (p *proc) stop() {
+	p.t.Helper()
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+		if p.exitErr != nil {
+			p.t.Errorf("twinhub exited with %v after SIGTERM", p.exitErr)
+		}
+	case <-time.After(30 * time.Second):
+		p.t.Errorf("twinhub did not exit within 30s of SIGTERM")
+		p.kill()
+	}
+}
+
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// httpResp is a response of the back-end API.
+type httpResp struct {
+	Status int
+	Header http.Header
+	Body   []byte
+}
+
+func (r httpResp) json(t *testing.T) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(r.Body, &m); err != nil {
+		t.Fatalf("response body is not a JSON object: %v: %s", err, r.Body)
+	}
+	return m
+}
+
+// call makes an API request; body may be nil.
+func (p *proc) call(t *testing.T, method, path string, body string, header ...string) httpResp {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, p.HTTP+path, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return httpResp{Status: resp.StatusCode, Header: resp.Header, Body: b}
+}
+
+// get walks a path like "properties.reported.$version" into a JSON document.
+func get(doc map[string]any, path string) any {
+	var cur any = doc
+	for _, k := range strings.Split(path, ".") {
+		m, ok := cur.(map[string]any)
+		if !ok {
+			return nil
+		}
+		cur = m[k]
+	}
+	return cur
+}
