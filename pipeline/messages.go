@@ -35,8 +35,10 @@ type Command struct {
 	DeviceID string `json:"deviceId"`
 	// IfMatch is the etag precondition ("" or "*" for none), as sent in If-Match.
 	IfMatch string `json:"ifMatch,omitempty"`
-	// Body is the patch, twin or device document, as received.
-	Body json.RawMessage `json:"body,omitempty"`
+	// Body is the patch, twin or device document, as received. It is raw
+	// bytes (base64 in the command's JSON) because it may not be valid JSON:
+	// rejecting it is the processor's job.
+	Body []byte `json:"body,omitempty"`
 	// Connected is the new connection state of a KindConnection command.
 	Connected bool `json:"connected,omitempty"`
 }

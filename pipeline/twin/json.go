@@ -297,7 +297,7 @@ func (p *parser) escape(buf []byte) ([]byte, error) {
 		return append(buf, '\t'), nil
 	case 'u':
 	default:
-		return nil, p.fail(off, "invalid escape sequence "+strconv.QuoteToASCII(`\`+string(rune(c))))
+		return nil, p.fail(off, "invalid escape sequence: a backslash followed by "+quoteByte(c))
 	}
 	r, ok := hex4(p.data, p.pos)
 	if !ok {

@@ -74,7 +74,7 @@ func TestParseJSONRejects(t *testing.T) {
 		{"two values", `1 2`, "trailing data", ""},
 		{"depth 65", strings.Repeat("[", 65) + strings.Repeat("]", 65), "deeper than 64", strings.Repeat("[0]", 64)},
 		{"depth 65 unterminated", strings.Repeat(`{"a":`, 100000), "deeper than 64", strings.TrimSuffix(strings.Repeat("a.", 64), ".")},
-		{"bad escape", `"\x"`, `invalid escape sequence \x`, ""},
+		{"bad escape", `"\x"`, `invalid escape sequence: a backslash followed by 'x'`, ""},
 		{"short unicode escape", `"\u12"`, `four hex digits`, ""},
 		{"leading zero", `01`, "leading zero", ""},
 		{"leading zero negative", `-012`, "leading zero", ""},

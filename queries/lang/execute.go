@@ -255,7 +255,7 @@ func (q *Query) executeRows(pl *plan, docs iter.Seq[map[string]any]) []map[strin
 			}
 			// Keep memory bounded by 2*Top: sorting stably and cutting keeps
 			// the earliest rows among equal keys, as a full sort would.
-			if len(pl.order) > 0 && len(rows) >= 2*q.Top && len(rows) >= 64 {
+			if len(pl.order) > 0 && len(rows)/2 >= q.Top && len(rows) >= 64 {
 				rows = pl.sortAndCut(rows, q.Top)
 			}
 		}

@@ -411,3 +411,21 @@ func TestQueryKinds(t *testing.T) {
 		}
 	}
 }
+
+// TestStringKeepsInvalidBytes checks that a string literal holding bytes
+// that are not UTF-8 (which the lexer keeps as they are) renders back to the
+// same value.
+func TestStringKeepsInvalidBytes(t *testing.T) {
+	q, err := Parse("SELECT * FROM devices WHERE x = 'a\xffb\uFFFDc'")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := q.Where.(*Binary).Right.(*Literal).Value
+	q2, err := Parse(q.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := q2.Where.(*Binary).Right.(*Literal).Value; got != want {
+		t.Fatalf("after String() and Parse: %q, want %q", got, want)
+	}
+}
