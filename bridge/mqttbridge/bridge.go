@@ -82,6 +82,8 @@ func (b *Bridge) Run(ctx context.Context) error {
 	opts.SetOnConnectHandler(func(c paho.Client) {
 		// Subscribe on every connect: a broker that lost our session (a
 		// restart without persistence) would otherwise send us nothing.
+		mutConnects++
+		if mutConnects > 1 { b.svc.log.Info("bridge connected to the MQTT broker"); return }
 		if t := c.Subscribe(filter, 1, b.onRequest); t.WaitTimeout(10*time.Second) && t.Error() != nil {
 			b.svc.log.Error("subscribing to device requests failed", "filter", filter, "err", t.Error())
 		}
@@ -103,6 +105,15 @@ func (b *Bridge) Run(ctx context.Context) error {
 func (b *Bridge) Connected() bool { return b.c != nil && b.c.IsConnectionOpen() }
 
 func (b *Bridge) onRequest(_ paho.Client, m paho.Message) {
+	// The request filter also matches the hub → device topics, so the broker
+	// hands the bridge its own responses and notifications back (MQTT 3.1.1
+	// cannot opt out, and MQTT 5 forbids No Local on shared subscriptions).
+	// They are not requests and no misbehaving client sent them: drop them
+	// quietly. Keeping devices off hub topics is the external broker's ACL's job.
+	if _, err := ParseTopic(m.Topic()); errors.Is(err, ErrHubTopic) {
+		m.Ack()
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if b.svc.HandlePublish(ctx, m.Topic(), m.Payload()) == Failed {
@@ -120,3 +131,4 @@ func (b *Bridge) PublishToDevice(topic string, payload []byte, qos byte) error {
 	return t.Error()
 }
 
+var mutConnects int

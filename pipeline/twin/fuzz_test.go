@@ -59,35 +59,36 @@ func FuzzParseJSON(f *testing.F) {
 	})
 }
 
-// fuzzNow is the time of every change made by FuzzApply.
-var fuzzNow = time.Date(2024, 6, 1, 12, 0, 0, 987654321, time.UTC)
-
-// fuzzOps are the operations FuzzApply drives, selected by its op argument.
-// Each gets the input twin and the parsed patch and says which sections it
-// touches.
-var fuzzOps = []struct {
+// fuzzOp is one operation FuzzApply drives: which sections it touches, and
+// how it runs on the input twin and the parsed patch.
+type fuzzOp struct {
 	name                    string
 	tags, desired, reported bool
 	replace                 bool
 	run                     func(tw *Twin, p map[string]any) (*Twin, error)
-	tagsPatch, desiredPatch func(p map[string]any) map[string]any
-}{
-	{name: "reported", reported: true,
-		run: func(tw *Twin, p map[string]any) (*Twin, error) { return ApplyReported(tw, p, fuzzNow) }},
-	{name: "service tags", tags: true, tagsPatch: self,
-		run: func(tw *Twin, p map[string]any) (*Twin, error) { return ApplyService(tw, p, nil, fuzzNow) }},
-	{name: "service desired", desired: true, desiredPatch: self,
-		run: func(tw *Twin, p map[string]any) (*Twin, error) { return ApplyService(tw, nil, p, fuzzNow) }},
-	{name: "service both", tags: true, desired: true, tagsPatch: self, desiredPatch: self,
-		run: func(tw *Twin, p map[string]any) (*Twin, error) { return ApplyService(tw, p, p, fuzzNow) }},
-	{name: "service split", tags: true, desired: true, tagsPatch: member("tags"), desiredPatch: member("desired"),
-		run: func(tw *Twin, p map[string]any) (*Twin, error) {
-			return ApplyService(tw, member("tags")(p), member("desired")(p), fuzzNow)
-		}},
-	{name: "replace", tags: true, desired: true, replace: true, tagsPatch: member("tags"), desiredPatch: member("desired"),
-		run: func(tw *Twin, p map[string]any) (*Twin, error) {
-			return Replace(tw, member("tags")(p), member("desired")(p), fuzzNow)
-		}},
+	tagsPatch, desiredPatch func(p map[string]any) map[string]any // the part of p each section gets
+}
+
+// fuzzOps lists the operations, all at now; FuzzApply's op argument selects one.
+func fuzzOps(now time.Time) []fuzzOp {
+	return []fuzzOp{
+		{name: "reported", reported: true,
+			run: func(tw *Twin, p map[string]any) (*Twin, error) { return ApplyReported(tw, p, now) }},
+		{name: "service tags", tags: true, tagsPatch: self,
+			run: func(tw *Twin, p map[string]any) (*Twin, error) { return ApplyService(tw, p, nil, now) }},
+		{name: "service desired", desired: true, desiredPatch: self,
+			run: func(tw *Twin, p map[string]any) (*Twin, error) { return ApplyService(tw, nil, p, now) }},
+		{name: "service both", tags: true, desired: true, tagsPatch: self, desiredPatch: self,
+			run: func(tw *Twin, p map[string]any) (*Twin, error) { return ApplyService(tw, p, p, now) }},
+		{name: "service split", tags: true, desired: true, tagsPatch: member("tags"), desiredPatch: member("desired"),
+			run: func(tw *Twin, p map[string]any) (*Twin, error) {
+				return ApplyService(tw, member("tags")(p), member("desired")(p), now)
+			}},
+		{name: "replace", tags: true, desired: true, replace: true, tagsPatch: member("tags"), desiredPatch: member("desired"),
+			run: func(tw *Twin, p map[string]any) (*Twin, error) {
+				return Replace(tw, member("tags")(p), member("desired")(p), now)
+			}},
+	}
 }
 
 func self(p map[string]any) map[string]any { return p }
@@ -120,17 +121,19 @@ func FuzzApply(f *testing.F) {
 		`{"a":{"b":{"c":{"d":{"e":{"f":{"g":{"h":{"i":{"j":{"k":1}}}}}}}}}}`, `{"tags":{},"desired":{}}`,
 		`{"\u0085":1}`, `{"a\u0000":1}`, `{"":1}`, `{"g":{"h":{}}}`, `{"f":{"new":{"x":null}}}`,
 	} {
-		for op := range fuzzOps {
+		for op := range fuzzOps(time.Time{}) {
 			f.Add([]byte(s), uint8(op))
 		}
 	}
 	fixed := fuzzBase(f)
+	now := time.Date(2024, 6, 1, 12, 0, 0, 987654321, time.UTC)
+	ops := fuzzOps(now)
 	f.Fuzz(func(t *testing.T, data []byte, op uint8) {
 		patch, err := ParseObject(data)
 		if err != nil {
 			return
 		}
-		o := fuzzOps[int(op)%len(fuzzOps)]
+		o := ops[int(op)%len(ops)]
 		in := fixed.Clone()
 		patchCopy, _ := ParseObject(data)
 		got, err := o.run(in, patch)
@@ -150,7 +153,7 @@ func FuzzApply(f *testing.F) {
 			}
 			return
 		}
-		checkResult(t, o.name, in, got, o.tags, o.desired, o.reported, o.replace,
+		checkResult(t, o.name, now, in, got, o.tags, o.desired, o.reported, o.replace,
 			call(o.tagsPatch, patch), call(o.desiredPatch, patch), patch)
 	})
 }
@@ -165,19 +168,19 @@ func call(fn func(map[string]any) map[string]any, p map[string]any) map[string]a
 // fuzzBase is the non-trivial twin FuzzApply starts from.
 func fuzzBase(tb testing.TB) *Twin {
 	tw := base(tb)
-	tw, err := ApplyService(tw, patchOf(tb, `{"deep":`+nested(9)+`}`), patchOf(tb, `{"deep":`+nested(9)+`,"big":"`+strings.Repeat("b", 4000)+`"}`), t2)
+	tw, err := ApplyService(tw, patchOf(tb, `{"deep":`+nested(9)+`}`), patchOf(tb, `{"deep":`+nested(9)+`,"big":"`+strings.Repeat("b", 4000)+`"}`), t2())
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tw.StatusReason = "fuzz"
-	tw.LastActivityTime = normTime(t2)
+	tw.LastActivityTime = normTime(t2())
 	return tw
 }
 
 // checkResult verifies a successful change (see FuzzApply).
-func checkResult(t *testing.T, name string, in, got *Twin, tags, desired, reported, replace bool, tagsPatch, desiredPatch, reportedPatch map[string]any) {
+func checkResult(t *testing.T, name string, now time.Time, in, got *Twin, tags, desired, reported, replace bool, tagsPatch, desiredPatch, reportedPatch map[string]any) {
 	t.Helper()
-	now := normTime(fuzzNow)
+	now = normTime(now)
 	if tags && !replace && tagsPatch == nil {
 		tags = false
 	}

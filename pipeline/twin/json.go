@@ -3,7 +3,9 @@ package twin
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
+	"slices"
 	"strconv"
 	"unicode/utf8"
 )
@@ -79,8 +81,7 @@ func (p *parser) pathString() string {
 	return s
 }
 
-// fail returns a RuleJSON error at byte offset off. It builds its message
-// without fmt: fmt's printer pool makes fuzz coverage depend on GC timing.
+// fail returns a RuleJSON error at byte offset off.
 func (p *parser) fail(off int, msg string) *Error {
 	return &Error{Rule: RuleJSON, Path: p.pathString(), Msg: "byte offset " + strconv.Itoa(off) + ": " + msg}
 }
@@ -597,21 +598,8 @@ func appendString(b []byte, s string) []byte {
 	return append(b, '"')
 }
 
-// sortedKeys returns m's keys in byte order.
+// sortedKeys returns m's keys in byte order, the order of every rendering
+// and of validation (so that the violation reported is deterministic).
 func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	out := make([]string, len(keys))
-	for _, k := range keys {
-		rank := 0
-		for _, j := range keys {
-			if j < k {
-				rank++
-			}
-		}
-		out[rank] = k
-	}
-	return out
+	return slices.Sorted(maps.Keys(m))
 }

@@ -30,17 +30,17 @@ func mustMarshal(t testing.TB, tw *Twin) string {
 	return string(b)
 }
 
-var (
-	t0 = time.Date(2024, 5, 1, 9, 59, 0, 0, time.UTC)
-	t1 = time.Date(2024, 5, 1, 10, 0, 3, 123456789, time.UTC) // truncated to ...3.1234567
-	t2 = time.Date(2024, 5, 1, 10, 0, 5, 500000000, time.UTC)
-	t3 = time.Date(2024, 5, 1, 12, 1, 0, 0, time.FixedZone("CEST", 2*3600)) // 10:01:00Z
-)
+// The times of the seed flow; t1() has digits beyond 100 ns and t3() is not in
+// UTC, to show that changes truncate and convert now.
+func t0() time.Time { return time.Date(2024, 5, 1, 9, 59, 0, 0, time.UTC) }
+func t1() time.Time { return time.Date(2024, 5, 1, 10, 0, 3, 123456789, time.UTC) } // ...3.1234567
+func t2() time.Time { return time.Date(2024, 5, 1, 10, 0, 5, 500000000, time.UTC) }
+func t3() time.Time { return time.Date(2024, 5, 1, 12, 1, 0, 0, time.FixedZone("CEST", 2*3600)) } // 10:01:00Z
 
 // TestSeedFlow runs the seed samples (§6): the device reports connectivity,
 // the service adds tags, then sets a desired property.
 func TestSeedFlow(t *testing.T) {
-	tw := New("myDeviceId", t0)
+	tw := New("myDeviceId", t0())
 	if tw.Version != 2 || tw.Etag != 1 || tw.Desired.Version != 1 || tw.Reported.Version != 1 || tw.ETag() != "AAAAAAAAAAE=" {
 		t.Fatalf("New: version %d etag %d (%s) desired %d reported %d", tw.Version, tw.Etag, tw.ETag(), tw.Desired.Version, tw.Reported.Version)
 	}
@@ -55,16 +55,16 @@ func TestSeedFlow(t *testing.T) {
 		t.Fatalf("new twin:\n got %s\nwant %s", got, want)
 	}
 
-	tw, err := ApplyReported(tw, patchOf(t, `{"connectivity":{"type":"cellular"}}`), t1)
+	tw, err := ApplyReported(tw, patchOf(t, `{"connectivity":{"type":"cellular"}}`), t1())
 	if err != nil {
 		t.Fatal(err)
 	}
-	tw.LastActivityTime = t1.Truncate(100) // the registry's field, set by the caller
+	tw.LastActivityTime = t1().Truncate(100) // the registry's field, set by the caller
 	if tw.Version != 3 || tw.Reported.Version != 2 || tw.Etag != 1 || tw.Desired.Version != 1 {
 		t.Fatalf("after reported: version %d reported %d etag %d desired %d", tw.Version, tw.Reported.Version, tw.Etag, tw.Desired.Version)
 	}
 
-	tw, err = ApplyService(tw, patchOf(t, `{"location":{"region":"US","plant":"Redmond43"}}`), nil, t2)
+	tw, err = ApplyService(tw, patchOf(t, `{"location":{"region":"US","plant":"Redmond43"}}`), nil, t2())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,14 +108,14 @@ func TestSeedFlow(t *testing.T) {
 		t.Fatalf("after tags:\n got %s\nwant %s", got, want)
 	}
 
-	tw, err = ApplyService(tw, nil, patchOf(t, `{"telemetryConfig":{"sendFrequency":"5m"}}`), t3)
+	tw, err = ApplyService(tw, nil, patchOf(t, `{"telemetryConfig":{"sendFrequency":"5m"}}`), t3())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if tw.Version != 5 || tw.Desired.Version != 2 || tw.Etag != 3 || tw.Reported.Version != 2 {
 		t.Fatalf("after desired: version %d desired %d etag %d reported %d", tw.Version, tw.Desired.Version, tw.Etag, tw.Reported.Version)
 	}
-	if m := tw.Desired.Meta.Children["telemetryConfig"].Children["sendFrequency"]; m.LastUpdatedVersion != 2 || !m.LastUpdated.Equal(t3) {
+	if m := tw.Desired.Meta.Children["telemetryConfig"].Children["sendFrequency"]; m.LastUpdatedVersion != 2 || !m.LastUpdated.Equal(t3()) {
 		t.Fatalf("sendFrequency metadata = %+v", m)
 	}
 	const golden = `{"deviceId":"myDeviceId","etag":"AAAAAAAAAAM=","status":"enabled","statusUpdateTime":"0001-01-01T00:00:00Z",` +
@@ -147,13 +147,13 @@ func TestSeedFlow(t *testing.T) {
 // base is a twin with nested desired and reported content at distinct times.
 func base(t testing.TB) *Twin {
 	t.Helper()
-	tw := New("dev", t0)
+	tw := New("dev", t0())
 	tw, err := ApplyService(tw, patchOf(t, `{"env":"prod","loc":{"a":1,"b":2}}`),
-		patchOf(t, `{"a":{"b":{"c":1,"d":[1,2]},"e":"x"},"f":true,"g":{"h":"i"}}`), t1)
+		patchOf(t, `{"a":{"b":{"c":1,"d":[1,2]},"e":"x"},"f":true,"g":{"h":"i"}}`), t1())
 	if err != nil {
 		t.Fatal(err)
 	}
-	tw, err = ApplyReported(tw, patchOf(t, `{"r":{"s":1,"t":{"u":"v"}},"w":[{"x":1}]}`), t1)
+	tw, err = ApplyReported(tw, patchOf(t, `{"r":{"s":1,"t":{"u":"v"}},"w":[{"x":1}]}`), t1())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,7 +184,7 @@ func TestMergeContent(t *testing.T) {
 			before := in.Clone()
 			patch := patchOf(t, tt.patch)
 			patchBefore := patchOf(t, tt.patch)
-			got, err := ApplyService(in, nil, patch, t2)
+			got, err := ApplyService(in, nil, patch, t2())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -227,9 +227,9 @@ func checkMetaShape(t testing.TB, content any, meta *Meta, path string) {
 
 func TestMergeMetadata(t *testing.T) {
 	in := base(t)
-	st1 := normTime(t1)
-	st2 := normTime(t2)
-	got, err := ApplyService(in, nil, patchOf(t, `{"a":{"b":{"c":2}},"g":null,"f":{"k":{"l":1}}}`), t2)
+	st1 := normTime(t1())
+	st2 := normTime(t2())
+	got, err := ApplyService(in, nil, patchOf(t, `{"a":{"b":{"c":2}},"g":null,"f":{"k":{"l":1}}}`), t2())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -269,7 +269,7 @@ func TestMergeMetadata(t *testing.T) {
 
 	// Reported: deleting a nested key updates its ancestors, only
 	// $lastUpdated, never a version.
-	got, err = ApplyReported(in, patchOf(t, `{"r":{"t":{"u":null}}}`), t2)
+	got, err = ApplyReported(in, patchOf(t, `{"r":{"t":{"u":null}}}`), t2())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -292,14 +292,14 @@ func TestMergeMetadata(t *testing.T) {
 
 func TestReplace(t *testing.T) {
 	in := base(t)
-	got, err := Replace(in, patchOf(t, `{"only":"tag"}`), patchOf(t, `{"x":{"y":[1]},"z":"w"}`), t2)
+	got, err := Replace(in, patchOf(t, `{"only":"tag"}`), patchOf(t, `{"x":{"y":[1]},"z":"w"}`), t2())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !equalJSON(got.Tags, patchOf(t, `{"only":"tag"}`)) || !equalJSON(got.Desired.Props, patchOf(t, `{"x":{"y":[1]},"z":"w"}`)) {
 		t.Fatalf("tags %v desired %v", got.Tags, got.Desired.Props)
 	}
-	want := fullMeta(got.Desired.Props, stamp{normTime(t2), in.Desired.Version + 1})
+	want := fullMeta(got.Desired.Props, stamp{normTime(t2()), in.Desired.Version + 1})
 	if !reflect.DeepEqual(got.Desired.Meta, want) {
 		t.Fatal("desired metadata was not rebuilt with now and the new version")
 	}
@@ -309,7 +309,7 @@ func TestReplace(t *testing.T) {
 	if !reflect.DeepEqual(got.Reported, in.Reported) {
 		t.Fatal("reported changed")
 	}
-	got, err = Replace(in, nil, nil, t2)
+	got, err = Replace(in, nil, nil, t2())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -325,19 +325,19 @@ func TestCounters(t *testing.T) {
 		op   func(*Twin) (*Twin, error)
 		want counts // increments
 	}{
-		{"reported patch", func(tw *Twin) (*Twin, error) { return ApplyReported(tw, map[string]any{"a": json.Number("1")}, t2) }, counts{1, 0, 0, 1}},
-		{"empty reported patch", func(tw *Twin) (*Twin, error) { return ApplyReported(tw, map[string]any{}, t2) }, counts{1, 0, 0, 1}},
-		{"nil reported patch", func(tw *Twin) (*Twin, error) { return ApplyReported(tw, nil, t2) }, counts{1, 0, 0, 1}},
-		{"tags only", func(tw *Twin) (*Twin, error) { return ApplyService(tw, map[string]any{"a": "b"}, nil, t2) }, counts{1, 1, 0, 0}},
-		{"desired only", func(tw *Twin) (*Twin, error) { return ApplyService(tw, nil, map[string]any{"a": "b"}, t2) }, counts{1, 1, 1, 0}},
+		{"reported patch", func(tw *Twin) (*Twin, error) { return ApplyReported(tw, map[string]any{"a": json.Number("1")}, t2()) }, counts{1, 0, 0, 1}},
+		{"empty reported patch", func(tw *Twin) (*Twin, error) { return ApplyReported(tw, map[string]any{}, t2()) }, counts{1, 0, 0, 1}},
+		{"nil reported patch", func(tw *Twin) (*Twin, error) { return ApplyReported(tw, nil, t2()) }, counts{1, 0, 0, 1}},
+		{"tags only", func(tw *Twin) (*Twin, error) { return ApplyService(tw, map[string]any{"a": "b"}, nil, t2()) }, counts{1, 1, 0, 0}},
+		{"desired only", func(tw *Twin) (*Twin, error) { return ApplyService(tw, nil, map[string]any{"a": "b"}, t2()) }, counts{1, 1, 1, 0}},
 		{"tags and desired are one operation", func(tw *Twin) (*Twin, error) {
-			return ApplyService(tw, map[string]any{"a": "b"}, map[string]any{"a": "b"}, t2)
+			return ApplyService(tw, map[string]any{"a": "b"}, map[string]any{"a": "b"}, t2())
 		}, counts{1, 1, 1, 0}},
-		{"empty desired still counts", func(tw *Twin) (*Twin, error) { return ApplyService(tw, nil, map[string]any{}, t2) }, counts{1, 1, 1, 0}},
-		{"empty tags still count", func(tw *Twin) (*Twin, error) { return ApplyService(tw, map[string]any{}, nil, t2) }, counts{1, 1, 0, 0}},
-		{"deleting a missing key still counts", func(tw *Twin) (*Twin, error) { return ApplyService(tw, nil, map[string]any{"nope": nil}, t2) }, counts{1, 1, 1, 0}},
-		{"nothing", func(tw *Twin) (*Twin, error) { return ApplyService(tw, nil, nil, t2) }, counts{0, 0, 0, 0}},
-		{"replace", func(tw *Twin) (*Twin, error) { return Replace(tw, nil, nil, t2) }, counts{1, 1, 1, 0}},
+		{"empty desired still counts", func(tw *Twin) (*Twin, error) { return ApplyService(tw, nil, map[string]any{}, t2()) }, counts{1, 1, 1, 0}},
+		{"empty tags still count", func(tw *Twin) (*Twin, error) { return ApplyService(tw, map[string]any{}, nil, t2()) }, counts{1, 1, 0, 0}},
+		{"deleting a missing key still counts", func(tw *Twin) (*Twin, error) { return ApplyService(tw, nil, map[string]any{"nope": nil}, t2()) }, counts{1, 1, 1, 0}},
+		{"nothing", func(tw *Twin) (*Twin, error) { return ApplyService(tw, nil, nil, t2()) }, counts{0, 0, 0, 0}},
+		{"replace", func(tw *Twin) (*Twin, error) { return Replace(tw, nil, nil, t2()) }, counts{1, 1, 1, 0}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -353,10 +353,10 @@ func TestCounters(t *testing.T) {
 			if got == in {
 				t.Fatal("returned the input twin itself")
 			}
-			if tt.want.desired == 1 && (!got.Desired.Meta.LastUpdated.Equal(normTime(t2)) || got.Desired.Meta.LastUpdatedVersion != got.Desired.Version) {
+			if tt.want.desired == 1 && (!got.Desired.Meta.LastUpdated.Equal(normTime(t2())) || got.Desired.Meta.LastUpdatedVersion != got.Desired.Version) {
 				t.Fatal("desired root metadata not stamped")
 			}
-			if tt.want.reported == 1 && !got.Reported.Meta.LastUpdated.Equal(normTime(t2)) {
+			if tt.want.reported == 1 && !got.Reported.Meta.LastUpdated.Equal(normTime(t2())) {
 				t.Fatal("reported root metadata not stamped")
 			}
 		})
@@ -369,12 +369,12 @@ func TestRejectedChangeLeavesInput(t *testing.T) {
 	in := base(t)
 	before := in.Clone()
 	ops := map[string]func() (*Twin, error){
-		"reported": func() (*Twin, error) { return ApplyReported(in, map[string]any{"a": "ok", "b$": 1}, t2) },
+		"reported": func() (*Twin, error) { return ApplyReported(in, map[string]any{"a": "ok", "b$": 1}, t2()) },
 		"service desired bad": func() (*Twin, error) {
-			return ApplyService(in, map[string]any{"ok": 1}, map[string]any{"x": []any{nil}}, t2)
+			return ApplyService(in, map[string]any{"ok": 1}, map[string]any{"x": []any{nil}}, t2())
 		},
-		"service desired too big": func() (*Twin, error) { return ApplyService(in, map[string]any{"ok": 1}, sized(MaxDesiredSize+1), t2) },
-		"replace null":            func() (*Twin, error) { return Replace(in, map[string]any{"ok": 1}, map[string]any{"x": nil}, t2) },
+		"service desired too big": func() (*Twin, error) { return ApplyService(in, map[string]any{"ok": 1}, sized(MaxDesiredSize+1), t2()) },
+		"replace null":            func() (*Twin, error) { return Replace(in, map[string]any{"ok": 1}, map[string]any{"x": nil}, t2()) },
 	}
 	for name, op := range ops {
 		got, err := op()
@@ -389,7 +389,7 @@ func TestRejectedChangeLeavesInput(t *testing.T) {
 
 func TestTagsEmptiedBecomeNil(t *testing.T) {
 	in := base(t)
-	got, err := ApplyService(in, map[string]any{"env": nil, "loc": nil}, nil, t2)
+	got, err := ApplyService(in, map[string]any{"env": nil, "loc": nil}, nil, t2())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -58,25 +58,25 @@ func twinsForRoundTrip(t testing.TB) map[string]*Twin {
 	full := base(t)
 	full.StatusReason = "maintenance \"window\" <b>"
 	full.Status = "disabled"
-	full.StatusUpdateTime = normTime(t2)
-	full.LastActivityTime = normTime(t3)
+	full.StatusUpdateTime = normTime(t2())
+	full.LastActivityTime = normTime(t3())
 	full.CloudToDeviceMessageCount = 7
 	full.ModelID = "dtmi:com:example:Thermostat;1"
 	full.AuthenticationType = "selfSigned"
 	full.ConnectionState = "Connected"
 	full.Etag = 1 << 40
 
-	odd, err := ApplyService(New("o", t0), patchOf(t, `{"s":"\u0000\u2028é😀<&>","n":-0.5e-3,"z":-0,"e":{}}`),
-		patchOf(t, `{"arr":[[],{},[{"a":[1]}]],"deep":`+nested(9)+`,"big":4503599627370495}`), t3)
+	odd, err := ApplyService(New("o", t0()), patchOf(t, `{"s":"\u0000\u2028é😀<&>","n":-0.5e-3,"z":-0,"e":{}}`),
+		patchOf(t, `{"arr":[[],{},[{"a":[1]}]],"deep":`+nested(9)+`,"big":4503599627370495}`), t3())
 	if err != nil {
 		t.Fatal(err)
 	}
-	replaced, err := Replace(full, nil, patchOf(t, `{"x":{"y":{"z":true}}}`), t3)
+	replaced, err := Replace(full, nil, patchOf(t, `{"x":{"y":{"z":true}}}`), t3())
 	if err != nil {
 		t.Fatal(err)
 	}
 	return map[string]*Twin{
-		"new":      New("myDeviceId", t0),
+		"new":      New("myDeviceId", t0()),
 		"base":     base(t),
 		"full":     full,
 		"odd":      odd,
@@ -116,7 +116,7 @@ func TestRoundTrip(t *testing.T) {
 }
 
 func TestMarshalOmitsEmpty(t *testing.T) {
-	tw := New("d", t0)
+	tw := New("d", t0())
 	tw.Tags = map[string]any{}
 	s := mustMarshal(t, tw)
 	if strings.Contains(s, `"tags"`) || strings.Contains(s, `"statusReason"`) {
@@ -129,7 +129,7 @@ func TestMarshalOmitsEmpty(t *testing.T) {
 }
 
 func TestMarshalRejectsForeignValues(t *testing.T) {
-	tw := New("d", t0)
+	tw := New("d", t0())
 	tw.Desired.Props["x"] = struct{}{}
 	if _, err := tw.MarshalJSON(); err == nil {
 		t.Fatal("MarshalJSON accepted a struct value")
@@ -146,7 +146,7 @@ func TestDeviceView(t *testing.T) {
 	if got := string(tw.DeviceView()); got != want {
 		t.Fatalf("DeviceView:\n got %s\nwant %s", got, want)
 	}
-	if got, want := string(New("d", t0).DeviceView()), `{"desired":{"$version":1},"reported":{"$version":1}}`; got != want {
+	if got, want := string(New("d", t0()).DeviceView()), `{"desired":{"$version":1},"reported":{"$version":1}}`; got != want {
 		t.Fatalf("DeviceView of a new twin = %s, want %s", got, want)
 	}
 }
@@ -233,7 +233,7 @@ func TestUnmarshalRejects(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tw := New("keep", t0)
+			tw := New("keep", t0())
 			before := tw.Clone()
 			err := tw.UnmarshalJSON([]byte(tt.doc))
 			if r := ruleOf(err); r != tt.wantRule {

@@ -11,20 +11,22 @@ import (
 
 // Limits of the twin model (reference §2.1–2.4).
 const (
-	// MaxKeyBytes is the longest property key, in UTF-8 bytes.
+	// MaxKeyBytes is the longest property key, in UTF-8 bytes (RuleKey).
 	MaxKeyBytes = 1024
-	// MaxStringBytes is the longest string value, in UTF-8 bytes.
+	// MaxStringBytes is the longest string value, in UTF-8 bytes (RuleString).
 	MaxStringBytes = 4096
-	// MinInteger and MaxInteger bound integer values (−2^52 … 2^52−1).
+	// MinInteger is the smallest integer value, −2^52 (RuleInteger).
 	MinInteger = -4503599627370496
+	// MaxInteger is the largest integer value, 2^52−1 (RuleInteger).
 	MaxInteger = 4503599627370495
 	// MaxDepth is how many object or array levels may nest below a section
-	// root (the root is level 0).
+	// root, which is level 0 (RuleDepth).
 	MaxDepth = 10
-	// MaxTagsSize, MaxDesiredSize and MaxReportedSize limit SectionSize of
-	// tags, desired and reported properties.
-	MaxTagsSize     = 8192
-	MaxDesiredSize  = 32768
+	// MaxTagsSize is the largest SectionSize of tags (RuleSize).
+	MaxTagsSize = 8192
+	// MaxDesiredSize is the largest SectionSize of desired properties (RuleSize).
+	MaxDesiredSize = 32768
+	// MaxReportedSize is the largest SectionSize of reported properties (RuleSize).
 	MaxReportedSize = 32768
 )
 
@@ -47,9 +49,12 @@ func normalizeObject(m map[string]any, path string, level int, nulls nullMode) (
 	}
 	out := make(map[string]any, len(m))
 	for _, k := range sortedKeys(m) {
-		kp := joinKey(path, k)
 		if problem := keyProblem(k); problem != "" {
-			return nil, &Error{Rule: RuleKey, Path: kp, Msg: problem}
+			return nil, &Error{Rule: RuleKey, Path: joinKey(path, k), Msg: problem}
+		}
+		kp := k
+		if path != "" {
+			kp = path + "." + k
 		}
 		v, err := normalizeValue(m[k], kp, level, nulls)
 		if err != nil {

@@ -10,10 +10,9 @@ import (
 	"time"
 )
 
-var (
-	tNew = time.Date(2024, 5, 1, 9, 59, 0, 0, time.UTC)
-	tNow = time.Date(2024, 5, 1, 10, 0, 3, 123456789, time.UTC)
-)
+// tNew() and tNow() are when applyTo creates its twin and changes it.
+func tNew() time.Time { return time.Date(2024, 5, 1, 9, 59, 0, 0, time.UTC) }
+func tNow() time.Time { return time.Date(2024, 5, 1, 10, 0, 3, 123456789, time.UTC) }
 
 // nested returns n objects nested below the section root, the innermost
 // holding "property":"value": nested(2) is {"l1":{"l2":{"property":"value"}}}.
@@ -52,18 +51,18 @@ func patchOf(t testing.TB, s string) map[string]any {
 // ApplyReported, "replace-tags" and "replace-desired" through Replace.
 func applyTo(t testing.TB, section string, patch map[string]any) (*Twin, error) {
 	t.Helper()
-	tw := New("dev", tNew)
+	tw := New("dev", tNew())
 	switch section {
 	case "tags":
-		return ApplyService(tw, patch, nil, tNow)
+		return ApplyService(tw, patch, nil, tNow())
 	case "desired":
-		return ApplyService(tw, nil, patch, tNow)
+		return ApplyService(tw, nil, patch, tNow())
 	case "reported":
-		return ApplyReported(tw, patch, tNow)
+		return ApplyReported(tw, patch, tNow())
 	case "replace-tags":
-		return Replace(tw, patch, nil, tNow)
+		return Replace(tw, patch, nil, tNow())
 	case "replace-desired":
-		return Replace(tw, nil, patch, tNow)
+		return Replace(tw, nil, patch, tNow())
 	}
 	t.Fatalf("unknown section %q", section)
 	return nil, nil
@@ -203,7 +202,7 @@ func TestGoValues(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := ApplyService(New("dev", tNew), nil, tt.patch, tNow)
+			got, err := ApplyService(New("dev", tNew()), nil, tt.patch, tNow())
 			if r := ruleOf(err); r != tt.wantRule {
 				t.Fatalf("rule %q (%v), want %q", r, err, tt.wantRule)
 			}
@@ -295,18 +294,18 @@ func TestSizeLimits(t *testing.T) {
 // when the merged section would pass the limit, and a patch that deletes
 // keys can bring a section back under it.
 func TestSizeCheckedOnMergedResult(t *testing.T) {
-	tw, err := ApplyService(New("dev", tNew), sized(MaxTagsSize-2), nil, tNow)
+	tw, err := ApplyService(New("dev", tNew()), sized(MaxTagsSize-2), nil, tNow())
 	if err != nil {
 		t.Fatal(err)
 	}
 	before := tw.Clone()
-	if _, err := ApplyService(tw, map[string]any{"zz": true}, nil, tNow); ruleOf(err) != RuleSize {
+	if _, err := ApplyService(tw, map[string]any{"zz": true}, nil, tNow()); ruleOf(err) != RuleSize {
 		t.Fatalf("2+4 bytes more than 8190: got %v, want a size violation", err)
 	}
 	if !equalTwins(tw, before) {
 		t.Fatal("rejected change modified the input twin")
 	}
-	if _, err := ApplyService(tw, map[string]any{"z": true, "a": nil}, nil, tNow); err != nil {
+	if _, err := ApplyService(tw, map[string]any{"z": true, "a": nil}, nil, tNow()); err != nil {
 		t.Fatalf("delete plus small add: %v", err)
 	}
 }

@@ -35,7 +35,8 @@ type SelectItem struct {
 	Alias string
 	// Name is the key of this item in the result rows: Alias when given,
 	// else the last segment of a path, else "$1", "$2", ... numbering the
-	// unnamed items from left to right. Parse fills it.
+	// unnamed items from left to right. Parse fills it; Execute derives the
+	// names again from Alias and Expr, so a hand-built Query sets Alias.
 	Name string
 
 	pos position
@@ -165,8 +166,20 @@ func (*In) isExpr()        {}
 func (*Call) isExpr()      {}
 func (*Aggregate) isExpr() {}
 
-// String returns the dotted path, e.g. "properties.reported.fw".
-func (p *Path) String() string { return strings.Join(p.Segments, ".") }
+// String returns the dotted path, e.g. "properties.reported.fw". A path
+// whose first segment could not start a path in a query (a keyword, as in
+// devices.select, or "devices" itself, as in devices.devices.x) keeps the
+// "devices." qualifier, so that the text parses back to the same path.
+func (p *Path) String() string {
+	s := strings.Join(p.Segments, ".")
+	if len(p.Segments) > 0 {
+		first := p.Segments[0]
+		if reserved[strings.ToUpper(first)] || (len(p.Segments) > 1 && strings.EqualFold(first, "devices")) {
+			return "devices." + s
+		}
+	}
+	return s
+}
 
 // Equal reports whether p and o name the same property.
 func (p *Path) Equal(o *Path) bool {

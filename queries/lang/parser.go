@@ -272,10 +272,11 @@ func (p *parser) from() {
 		name := t.text
 		for p.isPunct(".") {
 			p.advance()
+			name += "."
 			if p.tok().kind != tIdent {
 				break
 			}
-			name += "." + p.tok().text
+			name += p.tok().text
 			p.advance()
 		}
 		panic(bailout{errorAt(t.pos, "only FROM devices is supported, found '%s'", clip(name))})

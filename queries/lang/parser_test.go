@@ -161,6 +161,7 @@ func TestParseErrors(t *testing.T) {
 		{"trailing comma", `SELECT a, FROM devices`, 1, 11, "expected an expression, found 'FROM'"},
 		{"FROM devices.modules", `SELECT * FROM devices.modules`, 1, 15, "only FROM devices is supported, found 'devices.modules'"},
 		{"FROM devices.jobs", `select * from Devices.Jobs where x = 1`, 1, 15, "only FROM devices is supported, found 'Devices.Jobs'"},
+		{"FROM devices dot", `SELECT * FROM devices.`, 1, 15, "only FROM devices is supported, found 'devices.'"},
 		{"FROM other", `SELECT * FROM twins`, 1, 15, "only FROM devices is supported, found 'twins'"},
 		{"FROM nothing", `SELECT * FROM`, 1, 14, "expected devices after FROM, found end of query"},
 		{"FROM string", `SELECT * FROM 'devices'`, 1, 15, "expected devices after FROM, found string 'devices'"},
@@ -427,5 +428,26 @@ func TestStringKeepsInvalidBytes(t *testing.T) {
 	}
 	if got := q2.Where.(*Binary).Right.(*Literal).Value; got != want {
 		t.Fatalf("after String() and Parse: %q, want %q", got, want)
+	}
+}
+
+// TestPathStringQualifies checks that paths the fuzzer found hard to render
+// keep their devices. qualifier.
+func TestPathStringQualifies(t *testing.T) {
+	for src, want := range map[string]string{
+		"devices.SELECT":      "devices.SELECT",
+		"devices.null.x":      "devices.null.x",
+		"devices.devices.x":   "devices.devices.x",
+		"devices.devices":     "devices",
+		"devices.DeviceId":    "deviceId",
+		"tags.select.devices": "tags.select.devices",
+	} {
+		q, err := Parse("SELECT " + src + " AS v FROM devices")
+		if err != nil {
+			t.Fatalf("%s: %v", src, err)
+		}
+		if got := q.Select[0].Expr.String(); got != want {
+			t.Errorf("%s renders as %s, want %s", src, got, want)
+		}
 	}
 }
