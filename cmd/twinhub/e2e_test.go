@@ -93,17 +93,17 @@ func checkSeedTwin(t *testing.T, p *proc) {
 	r := p.call(t, "GET", "/twins/myDeviceId", "")
 	tw := r.json(t)
 	want := map[string]any{
-		"deviceId":                        "myDeviceId",
-		"version":                         5.0, // created 2, reported 3, tags 4, desired 5
-		"etag":                            "AAAAAAAAAAM=",
-		"tags.location.region":            "US",
-		"tags.location.plant":             "Redmond43",
-		"properties.desired.$version":     2.0,
-		"properties.reported.$version":    2.0,
+		"deviceId":                              "myDeviceId",
+		"version":                               5.0, // created 2, reported 3, tags 4, desired 5
+		"etag":                                  "AAAAAAAAAAM=",
+		"tags.location.region":                  "US",
+		"tags.location.plant":                   "Redmond43",
+		"properties.desired.$version":           2.0,
+		"properties.reported.$version":          2.0,
 		"properties.reported.connectivity.type": "cellular",
-		"properties.desired.telemetryConfig.sendFrequency":                        "5m",
+		"properties.desired.telemetryConfig.sendFrequency":                               "5m",
 		"properties.desired.$metadata.telemetryConfig.sendFrequency.$lastUpdatedVersion": 2.0,
-		"properties.desired.$metadata.$lastUpdatedVersion":                        2.0,
+		"properties.desired.$metadata.$lastUpdatedVersion":                               2.0,
 	}
 	for path, v := range want {
 		if got := get(tw, path); got != v {

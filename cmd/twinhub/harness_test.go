@@ -40,16 +40,16 @@ func TestMain(m *testing.M) {
 
 // proc is a running `twinhub run` process on random loopback ports.
 type proc struct {
-	t        *testing.T
-	cmd      *exec.Cmd
-	dataDir  string
-	args     []string
-	HTTP     string // http://127.0.0.1:port
-	MQTT     string // tcp://127.0.0.1:port
-	NATS     string // nats://127.0.0.1:port
-	logs     *syncBuffer
-	exited   chan struct{}
-	exitErr  error
+	t       *testing.T
+	cmd     *exec.Cmd
+	dataDir string
+	args    []string
+	HTTP    string // http://127.0.0.1:port
+	MQTT    string // tcp://127.0.0.1:port
+	NATS    string // nats://127.0.0.1:port
+	logs    *syncBuffer
+	exited  chan struct{}
+	exitErr error
 }
 
 type syncBuffer struct {
