@@ -9,7 +9,8 @@ import (
 
 // ErrInvalid is the sentinel every *Error matches with errors.Is: the twin
 // document or patch broke one of the rules of the Azure IoT Hub twin model.
-// The HTTP edge maps it to 400 (errorCode 400004); the MQTT edge to status 400.
+// It is the client's fault: protocol edges answer it with a 400 (IoT Hub's
+// errorCode 400004 over HTTP, status 400 over MQTT).
 var ErrInvalid = errors.New("invalid twin document or patch")
 
 // The rules an *Error can name. They are stable strings, safe to show to
