@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
+	"github.com/twinhub/twinhub/bridge/sas"
 	"github.com/twinhub/twinhub/pipeline"
 )
 
@@ -29,7 +30,24 @@ type Config struct {
 	MaxBody int64
 	// MaxList caps GET /devices (default 1000, IoT Hub's cap).
 	MaxList int
-	Logger  *slog.Logger
+	// Policies authenticates requests (Authorization: SharedAccessSignature …).
+	// Nil turns authentication off, which only tests and --insecure do.
+	Policies *sas.Policies
+	Logger   *slog.Logger
+}
+
+// routeRights says which permissions each route needs; a token's policy
+// needs any one of them. Routes not listed need ServiceConnect.
+var routeRights = map[string][]sas.Permission{
+	"healthz":       nil,
+	"device_get":    {sas.RegistryRead},
+	"device_list":   {sas.RegistryRead},
+	"device_put":    {sas.RegistryWrite},
+	"device_delete": {sas.RegistryWrite},
+	"twin_get":      {sas.ServiceConnect, sas.RegistryRead},
+	"twin_patch":    {sas.ServiceConnect},
+	"twin_replace":  {sas.ServiceConnect},
+	"query":         {sas.RegistryRead, sas.ServiceConnect},
 }
 
 func (c *Config) defaults() {
@@ -69,6 +87,7 @@ type API struct {
 	mux      *http.ServeMux
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+	authFail *prometheus.CounterVec
 }
 
 // New builds the API. ready reports whether twinhub is ready for /healthz;
@@ -87,6 +106,13 @@ func New(cfg Config, commands Commands, records Records, ready func() bool, metr
 		Buckets:                     prometheus.ExponentialBuckets(0.0002, 2, 16),
 		NativeHistogramBucketFactor: 1.1,
 	}, []string{"route"})
+	a.authFail = f.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "twinhub", Subsystem: "http", Name: "auth_failures_total",
+		Help: "Back-end API requests refused by authentication or authorization, by reason.",
+	}, []string{"reason"})
+	for _, r := range []string{"missing", "malformed", "expired", "signature", "forbidden"} {
+		a.authFail.WithLabelValues(r)
+	}
 
 	a.handle("GET /healthz", "healthz", func(w http.ResponseWriter, r *http.Request) {
 		if !ready() {
@@ -124,10 +150,49 @@ func (a *API) handle(pattern, route string, h http.HandlerFunc) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 		r.Body = http.MaxBytesReader(sw, r.Body, a.cfg.MaxBody)
-		h(sw, r)
+		if a.authorize(sw, r, route) {
+			h(sw, r)
+		}
 		a.requests.WithLabelValues(route, strconv.Itoa(sw.status)).Inc()
 		a.duration.WithLabelValues(route).Observe(time.Since(start).Seconds())
 	})
+}
+
+// authorize checks the request's SAS token against the route's rights and
+// answers 401 when it fails. Nothing of the token is logged.
+func (a *API) authorize(w http.ResponseWriter, r *http.Request, route string) bool {
+	rights, listed := routeRights[route]
+	if a.cfg.Policies == nil || (listed && rights == nil) {
+		return true
+	}
+	if !listed {
+		rights = []sas.Permission{sas.ServiceConnect}
+	}
+	fail := func(reason, msg string) bool {
+		a.authFail.WithLabelValues(reason).Inc()
+		a.log.Warn("refused an API request", "route", route, "remote", r.RemoteAddr, "reason", reason)
+		writeError(w, http.StatusUnauthorized, "IotHubUnauthorizedAccess", msg)
+		return false
+	}
+	header := r.Header.Get("Authorization")
+	if header == "" {
+		return fail("missing", "the Authorization header is missing; send a SharedAccessSignature token (see `twinhub connection-string`)")
+	}
+	policy, err := a.cfg.Policies.Authenticate(header, time.Now())
+	switch {
+	case errors.Is(err, sas.ErrExpired):
+		return fail("expired", "the SharedAccessSignature token has expired")
+	case errors.Is(err, sas.ErrMalformed):
+		return fail("malformed", err.Error())
+	case err != nil:
+		return fail("signature", "the SharedAccessSignature token is not signed by a key of its policy (skn)")
+	}
+	for _, need := range rights {
+		if policy.Has(need) {
+			return true
+		}
+	}
+	return fail("forbidden", fmt.Sprintf("policy %q lacks the %v permission this API needs", policy.Name, rights))
 }
 
 type statusWriter struct {

@@ -82,8 +82,6 @@ func (b *Bridge) Run(ctx context.Context) error {
 	opts.SetOnConnectHandler(func(c paho.Client) {
 		// Subscribe on every connect: a broker that lost our session (a
 		// restart without persistence) would otherwise send us nothing.
-		mutConnects++
-		if mutConnects > 1 { b.svc.log.Info("bridge connected to the MQTT broker"); return }
 		if t := c.Subscribe(filter, 1, b.onRequest); t.WaitTimeout(10*time.Second) && t.Error() != nil {
 			b.svc.log.Error("subscribing to device requests failed", "filter", filter, "err", t.Error())
 		}
@@ -116,11 +114,15 @@ func (b *Bridge) onRequest(_ paho.Client, m paho.Message) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if b.svc.HandlePublish(ctx, m.Topic(), m.Payload()) == Failed {
+	if b.svc.HandlePublish(ctx, "", m.Topic(), m.Payload()) == Failed {
 		return // not acknowledged: the broker sends it again after we reconnect
 	}
 	m.Ack()
 }
+
+// PublishToClient implements Publisher; an external broker offers no way to
+// address one connection, so Azure's topics are not served through it.
+func (b *Bridge) PublishToClient(clientID, topic string, payload []byte) error { return nil }
 
 // PublishToDevice implements Publisher.
 func (b *Bridge) PublishToDevice(topic string, payload []byte, qos byte) error {
@@ -130,5 +132,3 @@ func (b *Bridge) PublishToDevice(topic string, payload []byte, qos byte) error {
 	}
 	return t.Error()
 }
-
-var mutConnects int

@@ -2,6 +2,8 @@ package mqttbridge
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -38,9 +40,14 @@ func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	if cl.Net.Inline {
 		return pk, nil // the hub's own publishes
 	}
+	if pk.FixedHeader.Qos == 2 {
+		// IoT Hub closes the connection of a device that publishes with QoS 2.
+		cl.Stop(packets.ErrQosNotSupported)
+		return pk, packets.ErrRejectPacket
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), h.storeTimeout)
 	defer cancel()
-	switch h.svc.HandlePublish(ctx, pk.TopicName, pk.Payload) {
+	switch h.svc.HandlePublish(ctx, cl.ID, pk.TopicName, pk.Payload) {
 	case Accepted, Refused:
 		return pk, packets.CodeSuccessIgnore
 	case Failed:
@@ -56,4 +63,27 @@ type BrokerPublisher struct{ Server *mqtt.Server }
 // PublishToDevice implements Publisher.
 func (p BrokerPublisher) PublishToDevice(topic string, payload []byte, qos byte) error {
 	return p.Server.Publish(topic, payload, false, qos)
+}
+
+// PublishToClient implements Publisher.
+func (p BrokerPublisher) PublishToClient(clientID, topic string, payload []byte) error {
+	cl, ok := p.Server.Clients.Get(clientID)
+	if !ok || cl.Closed() || (strings.HasPrefix(topic, "$iothub/") && !AzureClient(cl)) {
+		return nil
+	}
+	err := cl.WritePacket(packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Publish},
+		TopicName:   topic,
+		Payload:     payload,
+	})
+	if errors.Is(err, mqtt.ErrConnectionClosed) {
+		return nil
+	}
+	return err
+}
+
+// AzureClient reports whether a connection uses Azure IoT Hub's username
+// format ({host}/{deviceId}/?api-version=…), and so Azure's topics.
+func AzureClient(cl *mqtt.Client) bool {
+	return strings.Contains(string(cl.Properties.Username), "/")
 }

@@ -71,6 +71,11 @@ func (n *Notifier) handle(msg jetstream.Msg) {
 		_ = msg.Nak()
 		return
 	}
+	// Devices on Azure's topics all subscribe to the same desired topic, so
+	// theirs goes to the device's own connection only.
+	if err := n.svc.pub.PublishToClient(ev.DeviceID, AzureDesiredTopic(ev.DesiredVersion), body); err != nil {
+		log.Warn("forwarding a desired change to an Azure device failed", "device", ev.DeviceID, "err", err)
+	}
 	n.svc.metrics.notifications.WithLabelValues("sent").Inc()
 	_ = msg.Ack()
 }

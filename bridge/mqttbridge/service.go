@@ -18,8 +18,13 @@ import (
 
 // Publisher sends hub → device messages through the broker in use.
 type Publisher interface {
-	// PublishToDevice publishes payload on topic with the given QoS.
+	// PublishToDevice publishes payload on topic with the given QoS, to
+	// whoever subscribed.
 	PublishToDevice(topic string, payload []byte, qos byte) error
+	// PublishToClient sends payload on topic to one connection (QoS 0),
+	// subscribed or not; it does nothing when the client is not connected.
+	// Azure devices share topic names, so their traffic goes this way.
+	PublishToClient(clientID, topic string, payload []byte) error
 }
 
 // ServiceConfig configures the device request handling.
@@ -90,9 +95,18 @@ const (
 // HandlePublish handles one publish from a device. It returns once the
 // request is durable in JetStream (or answered at the edge); the answer is
 // published to the device asynchronously.
-func (s *Service) HandlePublish(ctx context.Context, topic string, payload []byte) Outcome {
+//
+// clientID is the publishing connection's (authenticated) client ID, which
+// is the device ID for Azure topics; empty when unknown (external brokers).
+func (s *Service) HandlePublish(ctx context.Context, clientID, topic string, payload []byte) Outcome {
 	start := time.Now()
-	req, err := ParseTopic(topic)
+	var req Request
+	var err error
+	if strings.HasPrefix(topic, "$iothub/") && clientID != "" {
+		req, err = ParseAzureTopic(topic, clientID)
+	} else {
+		req, err = ParseTopic(topic)
+	}
 	var terr *TopicError
 	switch {
 	case errors.Is(err, ErrNotTwinTopic):
@@ -103,19 +117,20 @@ func (s *Service) HandlePublish(ctx context.Context, topic string, payload []byt
 		return Refused
 	case errors.As(err, &terr):
 		s.metrics.requests.WithLabelValues("unknown", "rejected").Inc()
-		s.answerError(terr.DeviceID, terr.RID, http.StatusBadRequest, "ArgumentInvalid", terr.Error())
+		s.answerError(Request{DeviceID: terr.DeviceID, RID: terr.RID, Azure: strings.HasPrefix(topic, "$iothub/")},
+			http.StatusBadRequest, "ArgumentInvalid", terr.Error())
 		return Accepted
 	}
 	op := opName(req.Op)
 	if len(payload) > s.cfg.MaxPayload {
 		s.metrics.requests.WithLabelValues(op, "rejected").Inc()
-		s.answerError(req.DeviceID, req.RID, http.StatusRequestEntityTooLarge, "MessageTooLarge",
+		s.answerError(req, http.StatusRequestEntityTooLarge, "MessageTooLarge",
 			"payload is "+itoa(len(payload))+" bytes; the limit is "+itoa(s.cfg.MaxPayload))
 		return Accepted
 	}
 	if s.inFlight.Load() >= s.cfg.MaxInFlight {
 		s.metrics.requests.WithLabelValues(op, "throttled").Inc()
-		s.answerError(req.DeviceID, req.RID, http.StatusTooManyRequests, "ThrottlingException", "too many twin requests in flight; retry later")
+		s.answerError(req, http.StatusTooManyRequests, "ThrottlingException", "too many twin requests in flight; retry later")
 		return Accepted
 	}
 	cmd := pipeline.Command{DeviceID: req.DeviceID, Kind: pipeline.KindDeviceGet}
@@ -126,7 +141,7 @@ func (s *Service) HandlePublish(ctx context.Context, topic string, payload []byt
 	if err != nil {
 		s.metrics.requests.WithLabelValues(op, "error").Inc()
 		s.log.Error("storing a device request failed; the publish is not acknowledged", "device", req.DeviceID, "err", err)
-		s.answerError(req.DeviceID, req.RID, http.StatusServiceUnavailable, "ServiceUnavailable", "the hub could not store the request; retry")
+		s.answerError(req, http.StatusServiceUnavailable, "ServiceUnavailable", "the hub could not store the request; retry")
 		return Failed
 	}
 	s.inFlight.Add(1)
@@ -136,7 +151,7 @@ func (s *Service) HandlePublish(ctx context.Context, topic string, payload []byt
 		res, err := pending.Wait(s.ctx)
 		if err != nil {
 			s.metrics.requests.WithLabelValues(op, "error").Inc()
-			s.answerError(req.DeviceID, req.RID, http.StatusGatewayTimeout, "GatewayTimeout", err.Error())
+			s.answerError(req, http.StatusGatewayTimeout, "GatewayTimeout", err.Error())
 			return
 		}
 		s.answer(req, res)
@@ -152,29 +167,37 @@ func (s *Service) HandlePublish(ctx context.Context, topic string, payload []byt
 
 func (s *Service) answer(req Request, res pipeline.Result) {
 	if !res.OK() {
-		s.answerError(req.DeviceID, req.RID, res.Status, res.Code, res.Message)
+		s.answerError(req, res.Status, res.Code, res.Message)
 		return
 	}
 	var version int64
 	if req.Op == OpPatchReported {
 		version = res.Version
 	}
-	s.publish(ResponseTopic(req.DeviceID, req.RID, res.Status, version), res.Body, 0)
+	s.respond(req, req.ResponseTopic(res.Status, version), res.Body)
 }
 
-func (s *Service) answerError(deviceID, rid string, status int, code, msg string) {
-	if deviceID == "" || strings.ContainsAny(deviceID, "+#") {
+func (s *Service) answerError(req Request, status int, code, msg string) {
+	if req.DeviceID == "" || strings.ContainsAny(req.DeviceID, "+#") {
 		return // nowhere to answer
 	}
-	body := ErrorBody(pipeline.NumericCode(code, status), msg, rid, time.Now())
-	s.publish(ResponseTopic(deviceID, rid, status, 0), body, 0)
+	body := ErrorBody(pipeline.NumericCode(code, status), msg, req.RID, time.Now())
+	s.respond(req, req.ResponseTopic(status, 0), body)
 }
 
-func (s *Service) publish(topic string, payload []byte, qos byte) {
+// respond sends a response: Azure requests to the requesting connection,
+// native ones on the device's response topic.
+func (s *Service) respond(req Request, topic string, payload []byte) {
 	if s.pub == nil {
 		return
 	}
-	if err := s.pub.PublishToDevice(topic, payload, qos); err != nil {
+	var err error
+	if req.Azure {
+		err = s.pub.PublishToClient(req.DeviceID, topic, payload)
+	} else {
+		err = s.pub.PublishToDevice(topic, payload, 0)
+	}
+	if err != nil {
 		s.metrics.responseFailures.Inc()
 		s.log.Warn("publishing to a device failed", "topic", topic, "err", err)
 	}

@@ -9,6 +9,12 @@
 //	device → hub  devices/{id}/twin/PATCH/properties/reported/?$rid={rid}     body: the patch
 //	hub → device  devices/{id}/twin/res/{status}/?$rid={rid}[&$version={v}]
 //	hub → device  devices/{id}/twin/PATCH/properties/desired/?$version={v}    body: the patch plus "$version"
+//
+// Devices connected with Azure IoT Hub's username format use Azure's topics
+// instead, keyed by the identity of their connection:
+//
+//	$iothub/twin/GET/?$rid={rid}, $iothub/twin/PATCH/properties/reported/?$rid={rid},
+//	$iothub/twin/res/{status}/?$rid={rid}[&$version={v}], $iothub/twin/PATCH/properties/desired/?$version={v}
 package mqttbridge
 
 import (
@@ -35,6 +41,7 @@ const (
 	// RequestFilter matches every device → hub twin request.
 	RequestFilter = "devices/+/twin/#"
 	topicPrefix   = "devices/"
+	azurePrefix   = "$iothub/twin/"
 )
 
 // ErrNotTwinTopic means the topic is not part of the twin scheme at all.
@@ -48,6 +55,24 @@ type Request struct {
 	DeviceID string
 	Op       Operation
 	RID      string
+	// Azure is set for $iothub/ topics: answers go to the requesting
+	// connection only, on Azure's response topic.
+	Azure bool
+}
+
+// ResponseTopic is the hub → device topic answering r.
+func (r Request) ResponseTopic(status int, version int64) string {
+	if r.Azure {
+		return withVersion(azurePrefix+"res/"+strconv.Itoa(status)+"/?$rid="+r.RID, version)
+	}
+	return ResponseTopic(r.DeviceID, r.RID, status, version)
+}
+
+func withVersion(topic string, version int64) string {
+	if version > 0 {
+		topic += "&$version=" + strconv.FormatInt(version, 10)
+	}
+	return topic
 }
 
 // TopicError is a twin topic that cannot be served. DeviceID and RID are
@@ -71,7 +96,21 @@ func ParseTopic(topic string) (Request, error) {
 	if !ok || !strings.HasPrefix(rest, "twin/") {
 		return Request{}, ErrNotTwinTopic
 	}
-	rest = strings.TrimPrefix(rest, "twin/")
+	return parseOperation(id, strings.TrimPrefix(rest, "twin/"), false)
+}
+
+// ParseAzureTopic parses an Azure device topic ($iothub/twin/…) published
+// by the connection of deviceID.
+func ParseAzureTopic(topic, deviceID string) (Request, error) {
+	rest, ok := strings.CutPrefix(topic, azurePrefix)
+	if !ok {
+		return Request{}, ErrNotTwinTopic
+	}
+	return parseOperation(deviceID, rest, true)
+}
+
+// parseOperation parses "GET/?$rid=…" or "PATCH/properties/reported/?$rid=…".
+func parseOperation(id, rest string, azure bool) (Request, error) {
 	path, query, _ := strings.Cut(rest, "?")
 	terr := &TopicError{DeviceID: id}
 	params, err := url.ParseQuery(query)
@@ -81,7 +120,7 @@ func ParseTopic(topic string) (Request, error) {
 	}
 	rid := params.Get("$rid")
 	terr.RID = rid
-	req := Request{DeviceID: id, RID: rid}
+	req := Request{DeviceID: id, RID: rid, Azure: azure}
 	switch path {
 	case "GET/":
 		req.Op = OpGet
@@ -107,16 +146,17 @@ func ParseTopic(topic string) (Request, error) {
 
 // ResponseTopic is the hub → device topic answering a request.
 func ResponseTopic(deviceID, rid string, status int, version int64) string {
-	t := topicPrefix + deviceID + "/twin/res/" + strconv.Itoa(status) + "/?$rid=" + rid
-	if version > 0 {
-		t += "&$version=" + strconv.FormatInt(version, 10)
-	}
-	return t
+	return withVersion(topicPrefix+deviceID+"/twin/res/"+strconv.Itoa(status)+"/?$rid="+rid, version)
 }
 
 // DesiredTopic is the hub → device topic of a desired-properties change.
 func DesiredTopic(deviceID string, version int64) string {
 	return topicPrefix + deviceID + "/twin/PATCH/properties/desired/?$version=" + strconv.FormatInt(version, 10)
+}
+
+// AzureDesiredTopic is Azure's desired-change topic.
+func AzureDesiredTopic(version int64) string {
+	return azurePrefix + "PATCH/properties/desired/?$version=" + strconv.FormatInt(version, 10)
 }
 
 // ResponseFilter matches the responses to deviceID, for devices and tests.

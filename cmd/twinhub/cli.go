@@ -10,23 +10,59 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/twinhub/twinhub/bridge/sas"
 )
 
 // apiClient calls a running hub's HTTP API.
 type apiClient struct {
 	base string
 	http *http.Client
+	cred sas.ConnectionString // the service policy the calls are signed with
 }
 
-func newAPIClient(server string) (*apiClient, error) {
-	u, err := url.Parse(server)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("--server %q: want a URL like http://127.0.0.1:8080", server)
+// clientFlags are the flags every API client command takes.
+type clientFlags struct {
+	server, dataDir, connString *string
+}
+
+func addClientFlags(fs *envFlags) clientFlags {
+	return clientFlags{
+		server:     fs.String("server", "http://127.0.0.1:8080", "URL of the twinhub HTTP API"),
+		dataDir:    fs.String("data-dir", "./data", "data directory of a local twinhub, whose iothubowner policy signs the requests"),
+		connString: fs.String("connection-string", "", "service connection string to sign requests with instead (HostName=…;SharedAccessKeyName=…;SharedAccessKey=…)"),
 	}
-	return &apiClient{base: strings.TrimRight(server, "/"), http: &http.Client{Timeout: 60 * time.Second}}, nil
+}
+
+func (f clientFlags) client() (*apiClient, error) {
+	u, err := url.Parse(*f.server)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("--server %q: want a URL like http://127.0.0.1:8080", *f.server)
+	}
+	c := &apiClient{base: strings.TrimRight(*f.server, "/"), http: &http.Client{Timeout: 60 * time.Second}}
+	if *f.connString != "" {
+		if c.cred, err = sas.ParseConnectionString(*f.connString); err != nil {
+			return nil, fmt.Errorf("--connection-string: %w", err)
+		}
+		return c, nil
+	}
+	ps, err := sas.LoadPolicies(filepath.Join(*f.dataDir, "policies.json"))
+	if errors.Is(err, os.ErrNotExist) {
+		return c, nil // a hub running with --auth=false has no policies
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading the owner policy (pass --connection-string or --data-dir): %w", err)
+	}
+	owner, ok := ps.Get(sas.OwnerPolicy)
+	if !ok {
+		return nil, fmt.Errorf("%s has no %s policy", ps.Path(), sas.OwnerPolicy)
+	}
+	c.cred = sas.ConnectionString{HostName: u.Hostname(), SharedAccessKeyName: owner.Name, SharedAccessKey: owner.PrimaryKey}
+	return c, nil
 }
 
 // call sends a request and returns the body of a 2xx response; other
@@ -38,6 +74,13 @@ func (c *apiClient) call(ctx context.Context, method, path string, body []byte, 
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json; charset=utf-8")
+	}
+	if c.cred.SharedAccessKey != "" {
+		tok, err := c.cred.Token(time.Hour)
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Authorization", tok)
 	}
 	for k, v := range header {
 		req.Header.Set(k, v)
@@ -71,10 +114,6 @@ func printJSON(b []byte) {
 	os.Stdout.Write(out.Bytes())
 }
 
-func serverFlag(fs *envFlags) *string {
-	return fs.String("server", "http://127.0.0.1:8080", "URL of the twinhub HTTP API")
-}
-
 func cmdDevice(ctx context.Context, args []string) error {
 	const use = "usage: twinhub device create|get|list|delete [flags] [device-id]"
 	if len(args) == 0 {
@@ -82,12 +121,12 @@ func cmdDevice(ctx context.Context, args []string) error {
 	}
 	sub, args := args[0], args[1:]
 	fs := flagSet("device " + sub)
-	server := serverFlag(fs)
+	cf := addClientFlags(fs)
 	status := fs.String("status", "", "create: initial status, enabled or disabled")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	api, err := newAPIClient(*server)
+	api, err := cf.client()
 	if err != nil {
 		return err
 	}
@@ -145,7 +184,7 @@ func cmdTwin(ctx context.Context, args []string) error {
 	}
 	sub, args := args[0], args[1:]
 	fs := flagSet("twin " + sub)
-	server := serverFlag(fs)
+	cf := addClientFlags(fs)
 	tags := fs.String("tags", "", "update: tags merge patch, a JSON object")
 	desired := fs.String("desired", "", "update: desired properties merge patch, a JSON object")
 	etag := fs.String("etag", "", "update: only apply if the twin still has this etag (default: unconditional)")
@@ -153,7 +192,7 @@ func cmdTwin(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	api, err := newAPIClient(*server)
+	api, err := cf.client()
 	if err != nil {
 		return err
 	}
@@ -199,5 +238,59 @@ func cmdTwin(ctx context.Context, args []string) error {
 		return err
 	}
 	printJSON(out)
+	return nil
+}
+
+// deviceConnectionString returns the connection string of deviceID, built
+// from its primary key as the registry reports it.
+func (c *apiClient) deviceConnectionString(ctx context.Context, deviceID, hostName string) (sas.ConnectionString, error) {
+	b, err := c.call(ctx, http.MethodGet, "/devices/"+url.PathEscape(deviceID), nil, nil)
+	if err != nil {
+		return sas.ConnectionString{}, err
+	}
+	var d struct {
+		Authentication struct {
+			SymmetricKey struct{ PrimaryKey string }
+		}
+	}
+	if err := json.Unmarshal(b, &d); err != nil {
+		return sas.ConnectionString{}, err
+	}
+	return sas.ConnectionString{HostName: hostName, DeviceID: deviceID, SharedAccessKey: d.Authentication.SymmetricKey.PrimaryKey}, nil
+}
+
+// cmdConnectionString prints IoT Hub connection strings for a policy or a device.
+func cmdConnectionString(ctx context.Context, args []string) error {
+	fs := flagSet("connection-string")
+	cf := addClientFlags(fs)
+	policy := fs.String("policy", sas.OwnerPolicy, "shared access policy: iothubowner, service, device, registryRead or registryReadWrite")
+	device := fs.String("device", "", "print the device's connection string instead")
+	host := fs.String("hostname", "localhost", "HostName in the connection string (the name clients connect to; the TLS certificate must cover it)")
+	gateway := fs.String("gateway", "", "device: GatewayHostName, e.g. localhost:8883, to point unchanged Azure device SDKs at another port")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *device != "" {
+		api, err := cf.client()
+		if err != nil {
+			return err
+		}
+		cs, err := api.deviceConnectionString(ctx, *device, *host)
+		if err != nil {
+			return err
+		}
+		cs.GatewayHostName = *gateway
+		fmt.Println(cs)
+		return nil
+	}
+	ps, err := sas.LoadPolicies(filepath.Join(*cf.dataDir, "policies.json"))
+	if err != nil {
+		return fmt.Errorf("reading the hub's policies (is --data-dir right?): %w", err)
+	}
+	p, ok := ps.Get(*policy)
+	if !ok {
+		return fmt.Errorf("no policy %q in %s", *policy, ps.Path())
+	}
+	fmt.Println(sas.ConnectionString{HostName: *host, SharedAccessKeyName: p.Name, SharedAccessKey: p.PrimaryKey})
 	return nil
 }

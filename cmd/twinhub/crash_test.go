@@ -38,6 +38,10 @@ func TestCrashLosesNothingAcknowledged(t *testing.T) {
 		acked[i] = map[int]int64{}
 	}
 	nextSeq := make([]int, devices)
+	opts := make([]mqttbridge.DeviceOptions, devices)
+	for i := range opts {
+		opts[i] = p.deviceOptions(t, fmt.Sprintf("crash-%02d", i))
+	}
 	for round := range 2 {
 		var wg sync.WaitGroup
 		ctx, cancel := context.WithCancel(context.Background())
@@ -48,7 +52,7 @@ func TestCrashLosesNothingAcknowledged(t *testing.T) {
 				defer wg.Done()
 				dctx, dcancel := context.WithTimeout(ctx, 20*time.Second)
 				defer dcancel()
-				dev, err := mqttbridge.DialDevice(dctx, p.MQTT, fmt.Sprintf("crash-%02d", i), mqttbridge.DeviceOptions{})
+				dev, err := mqttbridge.DialDevice(dctx, p.MQTT, fmt.Sprintf("crash-%02d", i), opts[i])
 				if err != nil {
 					t.Errorf("device %d: %v", i, err)
 					return

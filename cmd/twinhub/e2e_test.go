@@ -6,8 +6,6 @@ import (
 	"strconv"
 	"testing"
 	"time"
-
-	"github.com/twinhub/twinhub/bridge/mqttbridge"
 )
 
 // TestSeedFlow drives a real `twinhub run` through the device-twin how-to:
@@ -25,7 +23,7 @@ func TestSeedFlow(t *testing.T) {
 		t.Fatalf("create device returned %s", r.Body)
 	}
 
-	dev, err := mqttbridge.DialDevice(ctx, p.MQTT, "myDeviceId", mqttbridge.DeviceOptions{})
+	dev, err := p.dialDevice(t, ctx, "myDeviceId")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -444,6 +444,7 @@ func TestExternalNATSAndTwoInstances(t *testing.T) {
 	appliedBefore := [2]int{scrapeApplied(t, a), scrapeApplied(t, b)}
 	acked := make([][]int64, devices) // reported versions in the order acknowledged
 	failures := make([]error, devices)
+	slowest := make([]time.Duration, devices)
 	var wg sync.WaitGroup
 	stop := time.Now().Add(time.Second)
 	for i := range devices {
@@ -453,8 +454,10 @@ func TestExternalNATSAndTwoInstances(t *testing.T) {
 			defer wg.Done()
 			for seq := 0; time.Now().Before(stop); seq++ {
 				rctx, rcancel := context.WithTimeout(ctx, 15*time.Second)
+				start := time.Now()
 				v, err := devs[i].Report(rctx, []byte(fmt.Sprintf(`{"seq":%d}`, seq)))
 				rcancel()
+				slowest[i] = max(slowest[i], time.Since(start))
 				if err != nil {
 					failures[i] = fmt.Errorf("report seq %d: %w", seq, err)
 					return
@@ -465,7 +468,9 @@ func TestExternalNATSAndTwoInstances(t *testing.T) {
 	}
 	wg.Wait()
 	total := 0
+	var slowestAll time.Duration
 	for i := range devices {
+		slowestAll = max(slowestAll, slowest[i])
 		id := fmt.Sprintf("both-%02d", i)
 		total += len(acked[i])
 		if failures[i] != nil {
@@ -495,7 +500,8 @@ func TestExternalNATSAndTwoInstances(t *testing.T) {
 		}
 	}
 	applied := [2]int{scrapeApplied(t, a) - appliedBefore[0], scrapeApplied(t, b) - appliedBefore[1]}
-	t.Logf("%d reported patches acknowledged; applied by A's processor %d, by B's %d", total, applied[0], applied[1])
+	t.Logf("%d reported patches acknowledged, the slowest in %s; applied by A's processor %d, by B's %d",
+		total, slowestAll.Round(time.Millisecond), applied[0], applied[1])
 	if applied[0]+applied[1] != total && !t.Failed() {
 		t.Errorf("processors applied %d reported patches, devices got %d acknowledgements", applied[0]+applied[1], total)
 	}

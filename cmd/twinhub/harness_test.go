@@ -17,6 +17,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/twinhub/twinhub/bridge/mqttbridge"
+	"github.com/twinhub/twinhub/bridge/sas"
 )
 
 // binary is the twinhub executable the end-to-end tests drive, built once.
@@ -48,6 +51,7 @@ type proc struct {
 	MQTT    string // tcp://127.0.0.1:port
 	NATS    string // nats://127.0.0.1:port
 	logs    *syncBuffer
+	owner   string // iothubowner's primary key; empty with --auth=false
 	exited  chan struct{}
 	exitErr error
 }
@@ -134,6 +138,11 @@ func startTwinhub(t *testing.T, dataDir string, extra ...string) *proc {
 	case <-time.After(60 * time.Second):
 		t.Fatalf("twinhub not ready after 60s\n%s", p.logs.String())
 	}
+	if ps, err := sas.LoadPolicies(filepath.Join(dataDir, "policies.json")); err == nil {
+		if owner, ok := ps.Get(sas.OwnerPolicy); ok {
+			p.owner = owner.PrimaryKey
+		}
+	}
 	waitFor(t, 30*time.Second, "healthz 200", func() bool {
 		resp, err := http.Get(p.HTTP + "/healthz")
 		if err != nil {
@@ -198,7 +207,46 @@ func (r httpResp) json(t *testing.T) map[string]any {
 	return m
 }
 
-// call makes an API request; body may be nil.
+// ownerToken is a SAS token of the iothubowner policy.
+func (p *proc) ownerToken(t *testing.T) string {
+	t.Helper()
+	tok, err := sas.New("localhost", p.owner, sas.OwnerPolicy, time.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// deviceKey returns a device's primary key, read through the registry API.
+func (p *proc) deviceKey(t *testing.T, deviceID string) string {
+	t.Helper()
+	r := p.call(t, "GET", "/devices/"+deviceID, "")
+	if r.Status != 200 {
+		t.Fatalf("reading device %s: %d %s", deviceID, r.Status, r.Body)
+	}
+	key, _ := get(r.json(t), "authentication.symmetricKey.primaryKey").(string)
+	return key
+}
+
+// deviceOptions returns MQTT credentials for a device: user name = device
+// ID, password = a SAS token signed with its primary key.
+func (p *proc) deviceOptions(t *testing.T, deviceID string) mqttbridge.DeviceOptions {
+	t.Helper()
+	tok, err := sas.New(sas.DeviceResource("localhost", deviceID), p.deviceKey(t, deviceID), "", time.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mqttbridge.DeviceOptions{Username: deviceID, Password: tok}
+}
+
+// dialDevice connects a device to the embedded broker with its credentials.
+func (p *proc) dialDevice(t *testing.T, ctx context.Context, deviceID string) (*mqttbridge.DeviceClient, error) {
+	t.Helper()
+	return mqttbridge.DialDevice(ctx, p.MQTT, deviceID, p.deviceOptions(t, deviceID))
+}
+
+// call makes an API request signed with the owner policy (pass an
+// "Authorization" header to override, "" for none); body may be empty.
 func (p *proc) call(t *testing.T, method, path string, body string, header ...string) httpResp {
 	t.Helper()
 	var rd io.Reader
@@ -210,6 +258,9 @@ func (p *proc) call(t *testing.T, method, path string, body string, header ...st
 	req, err := http.NewRequestWithContext(ctx, method, p.HTTP+path, rd)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if p.owner != "" {
+		req.Header.Set("Authorization", p.ownerToken(t))
 	}
 	for i := 0; i+1 < len(header); i += 2 {
 		req.Header.Set(header[i], header[i+1])

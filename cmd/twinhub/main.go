@@ -23,6 +23,8 @@ Usage:
   twinhub device create|get|list|delete     manage the device registry of a running hub
   twinhub twin get|update                   read and change twins
   twinhub device-sim <device-id>            a simulated device: reports properties, prints desired changes
+  twinhub connection-string [--policy NAME | --device ID]
+                                            print IoT Hub connection strings for Azure SDKs
   twinhub version
 
 Run 'twinhub <command> -h' for a command's flags. Every flag can also be set
@@ -47,6 +49,8 @@ func main() {
 		err = cmdDevice(ctx, args)
 	case "twin":
 		err = cmdTwin(ctx, args)
+	case "connection-string":
+		err = cmdConnectionString(ctx, args)
 	case "device-sim":
 		err = cmdDeviceSim(ctx, args)
 	case "version", "--version":

@@ -8,8 +8,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
-
-	"github.com/twinhub/twinhub/bridge/mqttbridge"
 )
 
 // TestMetrics scrapes /metrics after some traffic: the names pass
@@ -20,7 +18,7 @@ func TestMetrics(t *testing.T) {
 	p.call(t, "PUT", "/devices/metric-dev", "")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	dev, err := mqttbridge.DialDevice(ctx, p.MQTT, "metric-dev", mqttbridge.DeviceOptions{})
+	dev, err := p.dialDevice(t, ctx, "metric-dev")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -9,9 +10,11 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"time"
 
+	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,6 +24,7 @@ import (
 
 	"github.com/twinhub/twinhub/bridge/httpapi"
 	"github.com/twinhub/twinhub/bridge/mqttbridge"
+	"github.com/twinhub/twinhub/bridge/sas"
 	"github.com/twinhub/twinhub/deploy/embedded"
 	"github.com/twinhub/twinhub/pipeline"
 	"github.com/twinhub/twinhub/pipeline/topology"
@@ -39,17 +43,30 @@ type runConfig struct {
 	syncInterval time.Duration
 	eventMaxAge  time.Duration
 	logLevel     string
+	mqttsAddr    string
+	httpsAddr    string
+	tlsCert      string
+	tlsKey       string
+	hostnames    []string
+	auth         bool
 }
 
 func (c runConfig) validate() error {
 	var errs []error
-	for name, addr := range map[string]string{"--http-addr": c.httpAddr, "--mqtt-addr": c.mqttAddr, "--nats-addr": c.natsAddr} {
+	for name, addr := range map[string]string{"--http-addr": c.httpAddr, "--mqtt-addr": c.mqttAddr, "--nats-addr": c.natsAddr,
+		"--mqtts-addr": c.mqttsAddr, "--https-addr": c.httpsAddr} {
+		if addr == "" && (name == "--mqtts-addr" || name == "--https-addr") {
+			continue // turned off
+		}
 		if _, _, err := net.SplitHostPort(addr); err != nil {
 			errs = append(errs, fmt.Errorf("%s %q: %v", name, addr, err))
 		}
 	}
 	if c.dataDir == "" {
 		errs = append(errs, errors.New("--data-dir must not be empty"))
+	}
+	if (c.tlsCert == "") != (c.tlsKey == "") {
+		errs = append(errs, errors.New("--tls-cert and --tls-key go together"))
 	}
 	return errors.Join(errs...)
 }
@@ -69,12 +86,24 @@ func cmdRun(ctx context.Context, args []string) error {
 	syncInterval := fs.Duration("sync-interval", 2*time.Minute, "embedded NATS: fsync interval when --sync-always is off")
 	eventMaxAge := fs.Duration("event-max-age", 7*24*time.Hour, "how long change events stay in JetStream")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	mqttsAddr := fs.String("mqtts-addr", "127.0.0.1:8883", "embedded MQTT broker TLS listen address (empty: off)")
+	httpsAddr := fs.String("https-addr", "127.0.0.1:8443", "HTTPS API listen address (empty: off); the Azure service SDK needs port 443")
+	tlsCert := fs.String("tls-cert", "", "server certificate (PEM) for MQTTS and HTTPS (default: one issued by a local CA in the data directory)")
+	tlsKey := fs.String("tls-key", "", "private key (PEM) of --tls-cert")
+	hostnames := fs.String("hostname", "", "comma-separated host names the local CA's server certificate also covers (it always covers localhost)")
+	auth := fs.Bool("auth", true, "require SAS tokens from devices and back ends (false: anyone on the listeners may do anything)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	c = runConfig{dataDir: *dataDir, httpAddr: *httpAddr, mqttAddr: *mqttAddr, natsAddr: *natsAddr, natsURL: *natsURL,
 		mqttURL: *mqttURL, bridgeID: *bridgeID, partitions: *partitions, syncAlways: *syncAlways,
-		syncInterval: *syncInterval, eventMaxAge: *eventMaxAge, logLevel: *logLevel}
+		syncInterval: *syncInterval, eventMaxAge: *eventMaxAge, logLevel: *logLevel,
+		mqttsAddr: *mqttsAddr, httpsAddr: *httpsAddr, tlsCert: *tlsCert, tlsKey: *tlsKey, auth: *auth}
+	for _, h := range strings.Split(*hostnames, ",") {
+		if h = strings.TrimSpace(h); h != "" {
+			c.hostnames = append(c.hostnames, h)
+		}
+	}
 	if err := c.validate(); err != nil {
 		return err
 	}
@@ -148,19 +177,60 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 		return err
 	}
 
+	// Security: shared access policies, and TLS for MQTTS and HTTPS.
+	var policies *sas.Policies
+	if c.auth {
+		var created bool
+		policies, created, err = sas.OpenPolicies(filepath.Join(c.dataDir, "policies.json"))
+		if err != nil {
+			return err
+		}
+		if created {
+			log.Info("created the hub's shared access policies; `twinhub connection-string` prints connection strings", "file", policies.Path())
+		}
+	} else {
+		log.Warn("authentication is OFF (--auth=false): anyone who reaches the listeners can read and change every twin")
+	}
+	var tlsConfig *tls.Config
+	if c.mqttsAddr != "" || c.httpsAddr != "" {
+		certFile, keyFile := c.tlsCert, c.tlsKey
+		if certFile == "" {
+			files, err := embedded.LocalTLS(c.dataDir, c.hostnames)
+			if err != nil {
+				return err
+			}
+			certFile, keyFile = files.Cert, files.Key
+			log.Info("TLS certificate issued by twinhub's local CA; clients must trust the CA (e.g. NODE_EXTRA_CA_CERTS)",
+				"ca", files.CA, "names", strings.Join(files.Names, ","), "new", files.Generated)
+		}
+		if tlsConfig, err = embedded.ServerConfig(certFile, keyFile); err != nil {
+			return err
+		}
+	}
+
 	// MQTT: embedded broker with the twin hook unless --mqtt-url.
 	svc := mqttbridge.NewService(mqttbridge.ServiceConfig{Logger: log}, client, reg)
 	defer svc.Close()
 	var broker *embedded.Broker
 	var bridge *mqttbridge.Bridge
 	if c.mqttURL == "" {
-		broker, err = embedded.StartBroker(embedded.BrokerConfig{Addr: c.mqttAddr, Logger: log}, mqttbridge.NewHook(svc))
+		bcfg := embedded.BrokerConfig{Addr: c.mqttAddr, TLSAddr: c.mqttsAddr, TLS: tlsConfig, AllowAnonymous: !c.auth, Logger: log}
+		hooks := []mqtt.Hook{mqttbridge.NewHook(svc)}
+		var auth *mqttbridge.Auth
+		if c.auth {
+			auth = mqttbridge.NewAuth(store, client, policies, log, reg)
+			hooks = append([]mqtt.Hook{auth}, hooks...)
+		}
+		broker, err = embedded.StartBroker(bcfg, hooks...)
 		if err != nil {
 			return err
 		}
+		if auth != nil {
+			auth.SetServer(broker.Server)
+		}
 		svc.SetPublisher(mqttbridge.BrokerPublisher{Server: broker.Server})
 		reg.MustRegister(embedded.NewBrokerCollector(broker))
-		log.Info("embedded MQTT broker listening", "addr", broker.Addr())
+		log.Info("embedded MQTT broker listening", "addr", broker.Addr(), "tls_addr", broker.TLSAddr())
 	} else {
 		bridge, err = mqttbridge.NewBridge(mqttbridge.BridgeConfig{BrokerURL: c.mqttURL, ClientID: c.bridgeID}, svc)
 		if err != nil {
@@ -170,13 +240,20 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 	notifier := mqttbridge.NewNotifier(js, svc)
 
 	var ready atomic.Bool
-	api := httpapi.New(httpapi.Config{Logger: log}, client, store, ready.Load,
+	api := httpapi.New(httpapi.Config{Logger: log, Policies: policies}, client, store, ready.Load,
 		promhttp.HandlerFor(reg, promhttp.HandlerOpts{EnableOpenMetrics: true}), reg)
 	ln, err := net.Listen("tcp", c.httpAddr)
 	if err != nil {
 		return fmt.Errorf("HTTP listener on %s: %w (set --http-addr)", c.httpAddr, err)
 	}
 	httpSrv := &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
+	var httpsLn net.Listener
+	httpsSrv := &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
+	if c.httpsAddr != "" {
+		if httpsLn, err = tls.Listen("tcp", c.httpsAddr, tlsConfig); err != nil {
+			return fmt.Errorf("HTTPS listener on %s: %w (set --https-addr)", c.httpsAddr, err)
+		}
+	}
 
 	// Pipeline components run until pctx ends, which happens only after the
 	// edges stopped taking requests, so work in flight is finished.
@@ -192,6 +269,10 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 	httpErr := make(chan error, 1)
 	// Exits when httpSrv.Shutdown is called.
 	go func() { httpErr <- httpSrv.Serve(ln) }()
+	if httpsLn != nil {
+		// Exits when httpsSrv.Shutdown is called.
+		go func() { httpErr <- httpsSrv.Serve(httpsLn) }()
+	}
 
 	select {
 	case <-proc.Running():
@@ -199,7 +280,11 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 	case <-ctx.Done():
 	}
 	ready.Store(true)
-	log.Info("twinhub is ready", "http", ln.Addr().String(), "partitions", topo.WithDefaults().Partitions)
+	httpsAddr := ""
+	if httpsLn != nil {
+		httpsAddr = httpsLn.Addr().String()
+	}
+	log.Info("twinhub is ready", "http", ln.Addr().String(), "https", httpsAddr, "auth", c.auth, "partitions", topo.WithDefaults().Partitions)
 
 	// Wait for a signal, a failed component or a failed HTTP server.
 	var runErr error
@@ -215,6 +300,7 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 	shutdownCtx, cancelShutdown := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancelShutdown()
 	_ = httpSrv.Shutdown(shutdownCtx)
+	_ = httpsSrv.Shutdown(shutdownCtx)
 	if broker != nil {
 		_ = broker.Close()
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/twinhub/twinhub/bridge/mqttbridge"
+	"github.com/twinhub/twinhub/bridge/sas"
 	"github.com/twinhub/twinhub/pipeline/twin"
 )
 
@@ -17,6 +18,8 @@ import (
 func cmdDeviceSim(ctx context.Context, args []string) error {
 	fs := flagSet("device-sim")
 	broker := fs.String("mqtt", "tcp://127.0.0.1:1883", "MQTT broker URL")
+	cf := addClientFlags(fs)
+	deviceCS := fs.String("device-connection-string", "", "the device's connection string (default: read its key through the API)")
 	report := fs.String("report", `{"connectivity":{"type":"cellular"}}`, "reported properties to send after connecting (empty: none)")
 	echo := fs.Bool("echo", false, "report each desired change back as reported properties")
 	if err := fs.Parse(args); err != nil {
@@ -33,7 +36,26 @@ func cmdDeviceSim(ctx context.Context, args []string) error {
 	}
 	dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	dev, err := mqttbridge.DialDevice(dctx, *broker, id, mqttbridge.DeviceOptions{})
+	opts := mqttbridge.DeviceOptions{Username: id}
+	var cs sas.ConnectionString
+	var err error
+	if *deviceCS != "" {
+		cs, err = sas.ParseConnectionString(*deviceCS)
+	} else {
+		var api *apiClient
+		if api, err = cf.client(); err == nil && api.cred.SharedAccessKey != "" {
+			cs, err = api.deviceConnectionString(dctx, id, "localhost")
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("getting the device's key: %w", err)
+	}
+	if cs.SharedAccessKey != "" {
+		if opts.Password, err = cs.Token(24 * time.Hour); err != nil {
+			return err
+		}
+	}
+	dev, err := mqttbridge.DialDevice(dctx, *broker, id, opts)
 	if err != nil {
 		return err
 	}

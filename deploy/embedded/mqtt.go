@@ -1,6 +1,7 @@
 package embedded
 
 import (
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 
@@ -13,15 +14,21 @@ import (
 type BrokerConfig struct {
 	// Addr is the TCP listener, host:port (default 127.0.0.1:1883; port 0 picks a free one).
 	Addr string
+	// TLSAddr is the MQTT-over-TLS listener (empty: none), served with TLS.
+	TLSAddr string
+	TLS     *tls.Config
 	// MaxPacketSize bounds an MQTT packet (default 256 KiB); a larger one closes the connection.
 	MaxPacketSize uint32
-	Logger        *slog.Logger
+	// AllowAnonymous lets every client connect; only for --auth=false.
+	AllowAnonymous bool
+	Logger         *slog.Logger
 }
 
 // Broker is a running embedded mochi broker.
 type Broker struct {
 	Server *mqtt.Server
 	tcp    *listeners.TCP
+	tls    *listeners.TCP
 }
 
 // StartBroker starts the broker with the given hooks (added in order) and
@@ -43,10 +50,10 @@ func StartBroker(cfg BrokerConfig, hooks ...mqtt.Hook) (*Broker, error) {
 		Capabilities: caps,
 		Logger:       cfg.Logger.With("component", "mqtt-broker"),
 	})
-	// Authentication arrives with device identities; until then every
-	// client may connect, and the listener is loopback-only by default.
-	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
-		return nil, err
+	if cfg.AllowAnonymous {
+		if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
+			return nil, err
+		}
 	}
 	for _, h := range hooks {
 		if err := srv.AddHook(h, nil); err != nil {
@@ -57,14 +64,29 @@ func StartBroker(cfg BrokerConfig, hooks ...mqtt.Hook) (*Broker, error) {
 	if err := srv.AddListener(tcp); err != nil {
 		return nil, fmt.Errorf("mqtt listener on %s: %w (set --mqtt-addr)", cfg.Addr, err)
 	}
+	var tlsl *listeners.TCP
+	if cfg.TLSAddr != "" {
+		tlsl = listeners.NewTCP(listeners.Config{ID: "tls", Address: cfg.TLSAddr, TLSConfig: cfg.TLS})
+		if err := srv.AddListener(tlsl); err != nil {
+			return nil, fmt.Errorf("mqtts listener on %s: %w (set --mqtts-addr)", cfg.TLSAddr, err)
+		}
+	}
 	if err := srv.Serve(); err != nil {
 		return nil, fmt.Errorf("starting the mqtt broker: %w", err)
 	}
-	return &Broker{Server: srv, tcp: tcp}, nil
+	return &Broker{Server: srv, tcp: tcp, tls: tlsl}, nil
 }
 
 // Addr is the address the broker listens on.
 func (b *Broker) Addr() string { return b.tcp.Address() }
+
+// TLSAddr is the address of the TLS listener, or "".
+func (b *Broker) TLSAddr() string {
+	if b.tls == nil {
+		return ""
+	}
+	return b.tls.Address()
+}
 
 // Close disconnects every client and stops the broker.
 func (b *Broker) Close() error { return b.Server.Close() }

@@ -1,0 +1,184 @@
+package mqttbridge
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/twinhub/twinhub/bridge/sas"
+	"github.com/twinhub/twinhub/pipeline"
+)
+
+// Records reads twin records; *pipeline.Store implements it.
+type Records interface {
+	Get(ctx context.Context, deviceID string) (*pipeline.Record, error)
+}
+
+// Commands submits pipeline commands; *pipeline.Client implements it.
+type Commands interface {
+	Submit(ctx context.Context, cmd pipeline.Command) (*pipeline.Pending, error)
+}
+
+// Auth authenticates and authorizes devices on the embedded broker, and
+// keeps each twin's connectionState current.
+//
+// A device connects with client ID = device ID, user name = device ID (or
+// IoT Hub's "{host}/{deviceId}/?api-version=…"), and a SAS token as the
+// password, signed with the device's primary or secondary key (or with a
+// policy key that has DeviceConnect, named by skn). A disabled device is
+// refused. Refusals get CONNACK 5 (not authorized). A connected device may
+// publish and subscribe only under devices/{its id}/ and $iothub/.
+type Auth struct {
+	mqtt.HookBase
+	records  Records
+	commands Commands
+	policies *sas.Policies
+	server   *mqtt.Server
+	log      *slog.Logger
+	failures *prometheus.CounterVec
+	denied   prometheus.Counter
+}
+
+var _ mqtt.Hook = (*Auth)(nil)
+
+// NewAuth returns the hook; policies may be nil (device keys only).
+func NewAuth(records Records, commands Commands, policies *sas.Policies, log *slog.Logger, reg prometheus.Registerer) *Auth {
+	f := promauto.With(reg)
+	a := &Auth{records: records, commands: commands, policies: policies, log: log.With("component", "mqtt-auth"),
+		failures: f.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "twinhub", Subsystem: "mqtt", Name: "auth_failures_total",
+			Help: "MQTT connections refused, by reason.",
+		}, []string{"reason"}),
+		denied: f.NewCounter(prometheus.CounterOpts{
+			Namespace: "twinhub", Subsystem: "mqtt", Name: "acl_denials_total",
+			Help: "Publishes and subscriptions refused because they name another device's topics.",
+		}),
+	}
+	for _, r := range []string{"malformed", "client_id", "unknown_device", "disabled", "expired", "resource", "signature"} {
+		a.failures.WithLabelValues(r)
+	}
+	return a
+}
+
+// SetServer gives the hook the broker, to tell a device's current
+// connection from one it replaced.
+func (a *Auth) SetServer(s *mqtt.Server) { a.server = s }
+
+// ID names the hook.
+func (a *Auth) ID() string { return "twinhub-auth" }
+
+// Provides reports the hook points the hook implements.
+func (a *Auth) Provides(b byte) bool {
+	switch b {
+	case mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnSessionEstablished, mqtt.OnDisconnect:
+		return true
+	}
+	return false
+}
+
+// DeviceFromUsername returns the device ID a user name names: the user name
+// itself, or the second segment of "{host}/{deviceId}/?api-version=…".
+func DeviceFromUsername(username string) string {
+	if !strings.Contains(username, "/") {
+		return username
+	}
+	parts := strings.SplitN(username, "/", 3)
+	return parts[1]
+}
+
+// OnConnectAuthenticate verifies the device's SAS token.
+func (a *Auth) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	user := string(pk.Connect.Username)
+	deviceID := DeviceFromUsername(user)
+	remote := cl.Net.Remote
+	fail := func(reason string) bool {
+		a.failures.WithLabelValues(reason).Inc()
+		a.log.Warn("refused an MQTT connection", "client", cl.ID, "device", deviceID, "remote", remote, "reason", reason)
+		return false
+	}
+	if deviceID == "" || cl.ID != deviceID {
+		return fail("client_id")
+	}
+	tok, err := sas.Parse(string(pk.Connect.Password))
+	if err != nil {
+		return fail("malformed")
+	}
+	if tok.ForDevice(deviceID) != nil {
+		return fail("resource")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	rec, err := a.records.Get(ctx, deviceID)
+	if err != nil {
+		if !errors.Is(err, pipeline.ErrNotFound) {
+			a.log.Error("reading a device record to authenticate it failed", "device", deviceID, "err", err)
+		}
+		return fail("unknown_device")
+	}
+	keys := []string{rec.Identity.PrimaryKey, rec.Identity.SecondaryKey}
+	if tok.KeyName != "" {
+		keys = nil
+		if a.policies != nil {
+			if p, ok := a.policies.Get(tok.KeyName); ok && p.Has(sas.DeviceConnect) {
+				keys = []string{p.PrimaryKey, p.SecondaryKey}
+			}
+		}
+	}
+	switch err := tok.Verify(time.Now(), keys...); {
+	case errors.Is(err, sas.ErrExpired):
+		return fail("expired")
+	case err != nil:
+		return fail("signature")
+	}
+	if rec.Twin.Status != "enabled" {
+		return fail("disabled")
+	}
+	return true
+}
+
+// OnACLCheck lets a device use only its own topics.
+func (a *Auth) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
+	if cl.Net.Inline {
+		return true
+	}
+	if strings.HasPrefix(topic, "devices/"+cl.ID+"/") || strings.HasPrefix(topic, "$iothub/") {
+		return true
+	}
+	a.denied.Inc()
+	a.log.Warn("refused a topic outside the device's own", "client", cl.ID, "topic", topic, "write", write)
+	return false
+}
+
+// OnSessionEstablished marks the twin connected.
+func (a *Auth) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
+	a.connection(cl, true)
+}
+
+// OnDisconnect marks the twin disconnected, unless a newer connection of
+// the same device replaced this one.
+func (a *Auth) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
+	if a.server != nil {
+		if cur, ok := a.server.Clients.Get(cl.ID); ok && cur != cl && !cur.Closed() {
+			return
+		}
+	}
+	a.connection(cl, false)
+}
+
+func (a *Auth) connection(cl *mqtt.Client, connected bool) {
+	if cl.Net.Inline || a.commands == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := a.commands.Submit(ctx, pipeline.Command{Kind: pipeline.KindConnection, DeviceID: cl.ID, Connected: connected}); err != nil {
+		a.log.Warn("recording a device's connection state failed", "device", cl.ID, "connected", connected, "err", err)
+	}
+}
