@@ -19,21 +19,38 @@ import (
 // replacement sends the whole new desired document). Like IoT Hub it does not
 // queue notifications for disconnected devices; a device reads its twin
 // after it connects and ignores notifications with a $version not above it.
+//
+// With an external broker, every instance's notifier shares one durable
+// consumer, so each change is sent once through the shared broker. With
+// embedded brokers, each instance serves the devices connected to it, so
+// each instance reads every event (an ordered consumer from the newest
+// event on) and sends it through its own broker.
 type Notifier struct {
-	js  jetstream.JetStream
-	svc *Service
+	js     jetstream.JetStream
+	svc    *Service
+	shared bool
 }
 
-// NewNotifier builds a notifier that publishes through svc's publisher.
-func NewNotifier(js jetstream.JetStream, svc *Service) *Notifier {
-	return &Notifier{js: js, svc: svc}
+// NewNotifier builds a notifier that publishes through svc's publisher;
+// shared says the broker is shared by all instances (an external one).
+func NewNotifier(js jetstream.JetStream, svc *Service, shared bool) *Notifier {
+	return &Notifier{js: js, svc: svc, shared: shared}
 }
 
 // Run forwards notifications until ctx ends.
 func (n *Notifier) Run(ctx context.Context) error {
-	cons, err := n.js.Consumer(ctx, topology.EventStream, topology.NotifierConsumer)
+	var cons jetstream.Consumer
+	var err error
+	if n.shared {
+		cons, err = n.js.Consumer(ctx, topology.EventStream, topology.NotifierConsumer)
+	} else {
+		cons, err = n.js.OrderedConsumer(ctx, topology.EventStream, jetstream.OrderedConsumerConfig{
+			FilterSubjects: []string{topology.EventSubjects},
+			DeliverPolicy:  jetstream.DeliverNewPolicy,
+		})
+	}
 	if err != nil {
-		return fmt.Errorf("opening consumer %s: %w", topology.NotifierConsumer, err)
+		return fmt.Errorf("opening the desired-notification consumer: %w", err)
 	}
 	cc, err := cons.Consume(n.handle, jetstream.PullMaxMessages(256))
 	if err != nil {

@@ -154,10 +154,15 @@ func (m *mosquitto) kill() {
 	fmt.Fprintf(m.logs, "--- killed with SIGKILL\n")
 }
 
-// dialDevice connects a device to brokerURL and closes it when the test ends.
-func dialDevice(ctx context.Context, t *testing.T, brokerURL, deviceID string) *mqttbridge.DeviceClient {
+// dialDevice connects a device to brokerURL (with credentials, when given)
+// and closes it when the test ends.
+func dialDevice(ctx context.Context, t *testing.T, brokerURL, deviceID string, opts ...mqttbridge.DeviceOptions) *mqttbridge.DeviceClient {
 	t.Helper()
-	dev, err := mqttbridge.DialDevice(ctx, brokerURL, deviceID, mqttbridge.DeviceOptions{})
+	var o mqttbridge.DeviceOptions
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	dev, err := mqttbridge.DialDevice(ctx, brokerURL, deviceID, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -389,7 +394,7 @@ func TestExternalNATSAndTwoInstances(t *testing.T) {
 	if r := b.call(t, "GET", "/devices/shared", ""); r.Status != 200 {
 		t.Fatalf("B does not see the device A created: %d %s", r.Status, r.Body)
 	}
-	dev := dialDevice(ctx, t, b.MQTT, "shared")
+	dev := dialDevice(ctx, t, b.MQTT, "shared", b.deviceOptions(t, "shared"))
 	if v, err := dev.Report(ctx, []byte(`{"connectivity":{"type":"cellular"}}`)); err != nil || v != 2 {
 		t.Fatalf("report through B's broker: version %d, %v", v, err)
 	}
@@ -420,11 +425,32 @@ func TestExternalNATSAndTwoInstances(t *testing.T) {
 	if r := a.call(t, "PATCH", "/twins/shared", `{"tags":{"x":1}}`, "If-Match", strconv.Quote(etagA)); r.Status != 412 {
 		t.Errorf("A accepted the etag B's patch replaced: %d %s", r.Status, r.Body)
 	}
+	// Desired changes reach the device whichever instance took them: each
+	// instance's notifier serves the devices on its own broker.
+	for i, hub := range []*proc{b, a, a, b} {
+		if r := hub.call(t, "PATCH", "/twins/shared", fmt.Sprintf(`{"properties":{"desired":{"n":%d}}}`, i)); r.Status != 200 {
+			t.Fatalf("desired patch %d: %d %s", i, r.Status, r.Body)
+		}
+	}
+	got := map[int64]bool{}
+	for len(got) < 5 {
+		select {
+		case n := <-dev.Desired():
+			got[n.Version] = true
+		case <-ctx.Done():
+			t.Fatalf("the device on B received desired versions %v, want 2 to 6", got)
+		}
+	}
+	for v := int64(2); v <= 6; v++ {
+		if !got[v] {
+			t.Errorf("desired version %d never reached the device on B (got %v)", v, got)
+		}
+	}
 	body, err := dev.GetTwin(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := json.Unmarshal(body, &tw); err != nil || get(tw, "desired.mode") != "eco" || get(tw, "desired.$version") != 2.0 {
+	if err := json.Unmarshal(body, &tw); err != nil || get(tw, "desired.mode") != "eco" || get(tw, "desired.$version") != 6.0 {
 		t.Errorf("device GET through B after the patch: %s", body)
 	}
 
@@ -439,7 +465,7 @@ func TestExternalNATSAndTwoInstances(t *testing.T) {
 			t.Fatalf("create %s: %d %s", id, r.Status, r.Body)
 		}
 		// The device talks to the other instance than the one that created it.
-		devs[i] = dialDevice(ctx, t, brokers[(i+1)%2], id)
+		devs[i] = dialDevice(ctx, t, brokers[(i+1)%2], id, hubs[(i+1)%2].deviceOptions(t, id))
 	}
 	appliedBefore := [2]int{scrapeApplied(t, a), scrapeApplied(t, b)}
 	acked := make([][]int64, devices) // reported versions in the order acknowledged

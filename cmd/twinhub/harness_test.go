@@ -87,7 +87,8 @@ func startTwinhub(t *testing.T, dataDir string, extra ...string) *proc {
 		dataDir = t.TempDir()
 	}
 	args := append([]string{"run", "--data-dir", dataDir, "--http-addr", "127.0.0.1:0",
-		"--mqtt-addr", "127.0.0.1:0", "--nats-addr", "127.0.0.1:0", "--partitions", "4"}, extra...)
+		"--mqtt-addr", "127.0.0.1:0", "--nats-addr", "127.0.0.1:0", "--mqtts-addr", "127.0.0.1:0",
+		"--https-addr", "127.0.0.1:0", "--partitions", "4"}, extra...)
 	p := &proc{t: t, dataDir: dataDir, args: args, logs: &syncBuffer{}, exited: make(chan struct{})}
 	p.cmd = exec.Command(binary, args...)
 	p.cmd.Env = append(os.Environ(), "TWINHUB_LOG_LEVEL=info")
@@ -285,4 +286,13 @@ func get(doc map[string]any, path string) any {
 		cur = m[k]
 	}
 	return cur
+}
+
+func regexpFind(t *testing.T, s, expr string) string {
+	t.Helper()
+	m := regexp.MustCompile(expr).FindStringSubmatch(s)
+	if m == nil {
+		t.Fatalf("%q not found in:\n%s", expr, s)
+	}
+	return m[1]
 }

@@ -237,7 +237,7 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 			return err
 		}
 	}
-	notifier := mqttbridge.NewNotifier(js, svc)
+	notifier := mqttbridge.NewNotifier(js, svc, c.mqttURL != "")
 
 	var ready atomic.Bool
 	api := httpapi.New(httpapi.Config{Logger: log, Policies: policies}, client, store, ready.Load,
