@@ -72,6 +72,21 @@ func (c runConfig) validate() error {
 }
 
 func cmdRun(ctx context.Context, args []string) error {
+	c, err := parseRunFlags(args)
+	if err != nil {
+		return err
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.logLevel)); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	slog.SetDefault(log)
+	return run(ctx, c, log)
+}
+
+// parseRunFlags reads `twinhub run`'s flags and environment variables.
+func parseRunFlags(args []string) (runConfig, error) {
 	fs := flagSet("run")
 	var c runConfig
 	dataDir := fs.String("data-dir", "./data", "directory for JetStream's store and twinhub's files")
@@ -93,7 +108,7 @@ func cmdRun(ctx context.Context, args []string) error {
 	hostnames := fs.String("hostname", "", "comma-separated host names the local CA's server certificate also covers (it always covers localhost)")
 	auth := fs.Bool("auth", true, "require SAS tokens from devices and back ends (false: anyone on the listeners may do anything)")
 	if err := fs.Parse(args); err != nil {
-		return err
+		return runConfig{}, err
 	}
 	c = runConfig{dataDir: *dataDir, httpAddr: *httpAddr, mqttAddr: *mqttAddr, natsAddr: *natsAddr, natsURL: *natsURL,
 		mqttURL: *mqttURL, bridgeID: *bridgeID, partitions: *partitions, syncAlways: *syncAlways,
@@ -104,16 +119,7 @@ func cmdRun(ctx context.Context, args []string) error {
 			c.hostnames = append(c.hostnames, h)
 		}
 	}
-	if err := c.validate(); err != nil {
-		return err
-	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(c.logLevel)); err != nil {
-		return fmt.Errorf("--log-level: %w", err)
-	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	slog.SetDefault(log)
-	return run(ctx, c, log)
+	return c, c.validate()
 }
 
 func run(ctx context.Context, c runConfig, log *slog.Logger) error {

@@ -1,0 +1,64 @@
+package main
+
+import (
+	"net"
+	"os"
+	"strings"
+	"testing"
+)
+
+// TestDefaultsListenOnLoopback: with no flags, every listener twinhub opens
+// is on the loopback interface, and authentication is on.
+func TestDefaultsListenOnLoopback(t *testing.T) {
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "TWINHUB_") {
+			k, _, _ := strings.Cut(kv, "=")
+			t.Setenv(k, "")
+			os.Unsetenv(k)
+		}
+	}
+	c, err := parseRunFlags(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, addr := range map[string]string{"http": c.httpAddr, "https": c.httpsAddr, "mqtt": c.mqttAddr, "mqtts": c.mqttsAddr, "nats": c.natsAddr} {
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			t.Fatalf("%s %q: %v", name, addr, err)
+		}
+		if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+			t.Errorf("%s listens on %q by default, not loopback", name, addr)
+		}
+	}
+	if !c.auth {
+		t.Errorf("authentication is off by default")
+	}
+}
+
+// TestFlagErrors: bad flags and bad environment variables are refused with
+// a message that names them.
+func TestFlagErrors(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		env  [2]string
+		want string
+	}{
+		{args: []string{"--http-addr", "nonsense"}, want: "--http-addr"},
+		{args: []string{"--tls-cert", "a.pem"}, want: "--tls-key"},
+		{args: []string{"--data-dir", ""}, want: "--data-dir"},
+		{env: [2]string{"TWINHUB_PARTITIONS", "many"}, want: "TWINHUB_PARTITIONS"},
+		{env: [2]string{"TWINHUB_AUTH", "perhaps"}, want: "TWINHUB_AUTH"},
+		{env: [2]string{"TWINHUB_SYNC_INTERVAL", "soon"}, want: "TWINHUB_SYNC_INTERVAL"},
+	} {
+		if c.env[0] != "" {
+			t.Setenv(c.env[0], c.env[1])
+		}
+		_, err := parseRunFlags(c.args)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v %v: err %v, want it to mention %s", c.args, c.env, err, c.want)
+		}
+		if c.env[0] != "" {
+			os.Unsetenv(c.env[0])
+		}
+	}
+}
