@@ -81,19 +81,11 @@ func (c *Client) Submit(ctx context.Context, cmd Command) (*Pending, error) {
 	if cmd.ID == "" {
 		cmd.ID = nuid.Next()
 	}
-	data, err := json.Marshal(cmd)
-	if err != nil {
-		return nil, fmt.Errorf("encoding command: %w", err)
-	}
 	p := &Pending{c: c, id: cmd.ID, ch: make(chan Result, 1)}
 	c.mu.Lock()
 	c.waiters[cmd.ID] = p.ch
 	c.mu.Unlock()
-	msg := &nats.Msg{
-		Subject: topology.CommandSubject(cmd.DeviceID, c.partitions),
-		Data:    data,
-		Header:  nats.Header{ReplyHeader: []string{c.inbox + "." + cmd.ID}},
-	}
+	msg := cmd.Msg(topology.CommandSubject(cmd.DeviceID, c.partitions), c.inbox+"."+cmd.ID)
 	if _, err := c.js.PublishMsg(ctx, msg, jetstream.WithMsgID(cmd.ID), jetstream.WithExpectStream(topology.CommandStream)); err != nil {
 		p.forget()
 		return nil, fmt.Errorf("storing %s command for %s: %w", cmd.Kind, cmd.DeviceID, err)

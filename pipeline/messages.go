@@ -9,6 +9,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
+
+	"github.com/nats-io/nats.go"
 )
 
 // Kind says what a command asks for.
@@ -26,8 +29,9 @@ const (
 	KindConnection    Kind = "connection"    // the broker reports a device connected or disconnected
 )
 
-// Command is a request to the twin processor. Commands travel as JSON on the
-// command stream, with Nats-Msg-Id set to ID.
+// Command is a request to the twin processor. On the command stream the body
+// is the message data and the other fields are headers (see Msg), with
+// Nats-Msg-Id set to ID.
 type Command struct {
 	// ID identifies the command for JetStream dedupe and for replies.
 	ID       string `json:"id"`
@@ -41,6 +45,50 @@ type Command struct {
 	Body []byte `json:"body,omitempty"`
 	// Connected is the new connection state of a KindConnection command.
 	Connected bool `json:"connected,omitempty"`
+}
+
+// Command headers.
+const (
+	headerKind      = "Twinhub-Kind"
+	headerDevice    = "Twinhub-Device"
+	headerIfMatch   = "Twinhub-If-Match"
+	headerConnected = "Twinhub-Connected"
+	headerCommandID = "Twinhub-Command"
+)
+
+// Msg is the command as a NATS message on subject, answered on reply.
+func (c Command) Msg(subject, reply string) *nats.Msg {
+	h := nats.Header{
+		headerKind:      []string{string(c.Kind)},
+		headerDevice:    []string{c.DeviceID},
+		headerCommandID: []string{c.ID},
+	}
+	if c.IfMatch != "" {
+		h.Set(headerIfMatch, c.IfMatch)
+	}
+	if c.Connected {
+		h.Set(headerConnected, "1")
+	}
+	if reply != "" {
+		h.Set(ReplyHeader, reply)
+	}
+	return &nats.Msg{Subject: subject, Data: c.Body, Header: h}
+}
+
+// commandFrom rebuilds a command from a message's headers and data.
+func commandFrom(header func(string) string, data []byte) (Command, error) {
+	c := Command{
+		ID:        header(headerCommandID),
+		Kind:      Kind(header(headerKind)),
+		DeviceID:  header(headerDevice),
+		IfMatch:   header(headerIfMatch),
+		Connected: header(headerConnected) == "1",
+		Body:      data,
+	}
+	if c.ID == "" || c.Kind == "" || c.DeviceID == "" {
+		return c, fmt.Errorf("command without %s, %s or %s header", headerCommandID, headerKind, headerDevice)
+	}
+	return c, nil
 }
 
 // Result answers a command.
@@ -162,6 +210,25 @@ type EventPatch struct {
 type EventProperties struct {
 	Desired  json.RawMessage `json:"desired,omitempty"`
 	Reported json.RawMessage `json:"reported,omitempty"`
+}
+
+// SectionsHeader names the header of a change event that lists the sections
+// its patch touches ("tags", "desired", "reported", comma-separated), so a
+// consumer can skip events without decoding them.
+const SectionsHeader = "Twinhub-Sections"
+
+func (p EventPatch) sections() string {
+	var s []string
+	if p.Tags != nil {
+		s = append(s, "tags")
+	}
+	if p.Desired() != nil {
+		s = append(s, "desired")
+	}
+	if p.Reported() != nil {
+		s = append(s, "reported")
+	}
+	return strings.Join(s, ",")
 }
 
 // Desired returns the desired part of the patch, or nil.

@@ -37,6 +37,9 @@ type ProcessorConfig struct {
 	Topology topology.Config
 	// CloseTimeout bounds how long shutdown waits for commands in flight (default 10 s).
 	CloseTimeout time.Duration
+	// CacheSize bounds the records kept in memory (default 100,000; -1 turns
+	// the cache off).
+	CacheSize int
 	// Now returns the current time (default time.Now); tests pin it.
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -49,6 +52,9 @@ func (c *ProcessorConfig) defaults() {
 	}
 	if c.Now == nil {
 		c.Now = time.Now
+	}
+	if c.CacheSize == 0 {
+		c.CacheSize = 100_000
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -75,6 +81,7 @@ type Processor struct {
 	router  *message.Router
 	log     *slog.Logger
 	metrics *processorMetrics
+	cache   *recordCache
 }
 
 // NewProcessor builds the processor. nc carries replies and events; subConn
@@ -111,13 +118,18 @@ func NewProcessor(ctx context.Context, cfg ProcessorConfig, nc, subConn *nats.Co
 		ResourceInitializer: partitionConsumer,
 		NakDelay:            wmjs.NewStaticDelay(500 * time.Millisecond),
 		ConsumeOptions:      []jetstream.PullConsumeOpt{jetstream.PullMaxMessages(1)},
-		AckAsync:            false, // double ack: the ack is confirmed before the next command
-		Unmarshaler:         headerUnmarshaler{},
+		// A plain ack: a lost ack means a redelivery, which the record's
+		// list of applied commands answers without applying it again.
+		AckAsync:    true,
+		Unmarshaler: headerUnmarshaler{},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("creating command subscriber: %w", err)
 	}
 	p := &Processor{cfg: cfg, js: js, nc: nc, store: store, events: events, router: router, log: log}
+	if cfg.CacheSize > 0 {
+		p.cache = newRecordCache(cfg.CacheSize)
+	}
 	p.metrics = newProcessorMetrics(reg, js, cfg.Topology.Partitions)
 	for i := 0; i < cfg.Topology.Partitions; i++ {
 		// The topic is the consumer name; partitionConsumer binds to it.
@@ -155,8 +167,8 @@ func (p *Processor) Running() <-chan struct{} { return p.router.Running() }
 
 func (p *Processor) handle(msg *message.Message) error {
 	start := time.Now()
-	var cmd Command
-	if err := json.Unmarshal(msg.Payload, &cmd); err != nil || cmd.ID == "" || cmd.DeviceID == "" {
+	cmd, err := commandFrom(msg.Metadata.Get, msg.Payload)
+	if err != nil {
 		// A command nobody can apply: acknowledge it so the partition moves on.
 		p.log.Warn("dropping malformed command", "uuid", msg.UUID, "err", err)
 		p.metrics.commands.WithLabelValues("unknown", "malformed").Inc()
@@ -194,9 +206,15 @@ type change struct {
 func (p *Processor) apply(ctx context.Context, cmd Command) (Result, string, error) {
 	const attempts = 4
 	for range attempts {
-		rec, rev, err := p.store.load(ctx, cmd.DeviceID)
-		if err != nil {
-			return Result{}, "", err
+		rec, rev, cached := p.cache.get(cmd.DeviceID)
+		if !cached {
+			var err error
+			if rec, rev, err = p.store.load(ctx, cmd.DeviceID); err != nil {
+				return Result{}, "", err
+			}
+			if rec != nil {
+				p.cache.put(cmd.DeviceID, rec, rev)
+			}
 		}
 		if rec != nil && rec.applied(cmd.ID) {
 			return answer(cmd, rec), "duplicate", nil
@@ -211,6 +229,10 @@ func (p *Processor) apply(ctx context.Context, cmd Command) (Result, string, err
 		if ch.ev != nil {
 			seq, err := p.publishEvent(ctx, ch.ev, lastSeq(rec))
 			if errors.Is(err, errEventConflict) {
+				p.cache.drop(cmd.DeviceID)
+				if cached {
+					continue // another writer may have moved on: read the record again
+				}
 				if err := p.rollForward(ctx, cmd.DeviceID, rec, rev); err != nil {
 					return Result{}, "", err
 				}
@@ -221,13 +243,16 @@ func (p *Processor) apply(ctx context.Context, cmd Command) (Result, string, err
 			}
 			ch.next.LastEventSeq = seq
 		}
-		if _, err := p.store.save(ctx, cmd.DeviceID, ch.next, rev); err != nil {
+		newRev, err := p.store.save(ctx, cmd.DeviceID, ch.next, rev)
+		if err != nil {
+			p.cache.drop(cmd.DeviceID)
 			if isWrongLastSeq(err) || errors.Is(err, jetstream.ErrKeyExists) {
 				p.metrics.casConflicts.Inc()
 				continue
 			}
 			return Result{}, "", fmt.Errorf("saving twin record of %s: %w", cmd.DeviceID, err)
 		}
+		p.cache.put(cmd.DeviceID, ch.next, newRev)
 		return answer(cmd, ch.next), "applied", nil
 	}
 	return Result{}, "", fmt.Errorf("applying %s to %s: record kept changing under us after %d attempts; is another writer active?", cmd.Kind, cmd.DeviceID, attempts)
@@ -245,7 +270,9 @@ func (p *Processor) publishEvent(ctx context.Context, ev *Event, expect uint64) 
 	if err != nil {
 		return 0, fmt.Errorf("BUG: encoding event: %w", err)
 	}
-	ack, err := p.js.Publish(ctx, topology.EventSubject(ev.DeviceID), data,
+	msg := &nats.Msg{Subject: topology.EventSubject(ev.DeviceID), Data: data,
+		Header: nats.Header{SectionsHeader: []string{ev.Patch.sections()}}}
+	ack, err := p.js.PublishMsg(ctx, msg,
 		jetstream.WithMsgID(eventMsgID(ev)),
 		jetstream.WithExpectStream(topology.EventStream),
 		jetstream.WithExpectLastSequencePerSubject(expect))
@@ -307,6 +334,9 @@ func (p *Processor) rollForward(ctx context.Context, deviceID string, rec *Recor
 	}
 	next.LastEventSeq = msg.Sequence
 	if _, err := p.store.save(ctx, deviceID, next, rev); err != nil {
+		if isWrongLastSeq(err) || errors.Is(err, jetstream.ErrKeyExists) {
+			return nil // another writer saved the record meanwhile; the caller reads it again
+		}
 		return fmt.Errorf("saving rolled-forward record of %s: %w", deviceID, err)
 	}
 	p.log.Info("rolled a twin record forward to its latest event", "device", deviceID, "version", ev.Version, "seq", msg.Sequence)

@@ -47,7 +47,7 @@ func (s *Store) load(ctx context.Context, deviceID string) (*Record, uint64, err
 
 // save writes rec if the key is still at revision rev (0: must not exist).
 func (s *Store) save(ctx context.Context, deviceID string, rec *Record, rev uint64) (uint64, error) {
-	b, err := json.Marshal(rec)
+	b, err := rec.encode()
 	if err != nil {
 		return 0, fmt.Errorf("BUG: encoding twin record of %s: %w", deviceID, err)
 	}

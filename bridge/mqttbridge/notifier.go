@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"log/slog"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -63,6 +64,10 @@ func (n *Notifier) Run(ctx context.Context) error {
 }
 
 func (n *Notifier) handle(msg jetstream.Msg) {
+	if h := msg.Headers().Get(pipeline.SectionsHeader); h != "" && !strings.Contains(h, "desired") {
+		_ = msg.Ack() // no desired change: nothing to decode
+		return
+	}
 	log := n.svc.log
 	var ev pipeline.Event
 	if err := json.Unmarshal(msg.Data(), &ev); err != nil {

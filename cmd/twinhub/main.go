@@ -23,6 +23,7 @@ Usage:
   twinhub device create|get|list|delete     manage the device registry of a running hub
   twinhub twin get|update                   read and change twins
   twinhub device-sim <device-id>            a simulated device: reports properties, prints desired changes
+  twinhub bench [flags]                     a simulated fleet against a hub (its own embedded one by default)
   twinhub connection-string [--policy NAME | --device ID]
                                             print IoT Hub connection strings for Azure SDKs
   twinhub version
@@ -49,6 +50,8 @@ func main() {
 		err = cmdDevice(ctx, args)
 	case "twin":
 		err = cmdTwin(ctx, args)
+	case "bench":
+		err = cmdBench(ctx, args)
 	case "connection-string":
 		err = cmdConnectionString(ctx, args)
 	case "device-sim":

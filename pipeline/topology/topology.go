@@ -38,6 +38,15 @@ const (
 	// desired-property changes to devices over MQTT.
 	NotifierConsumer = "twin-desired-notifier"
 
+	// HistoryConsumer is the durable consumer of change events that the
+	// ClickHouse history sink reads; it acknowledges a batch (AckAll) only
+	// after ClickHouse accepted it.
+	HistoryConsumer = "twin-history-clickhouse"
+
+	// HistoryMaxAckPending bounds the change events the history sink may
+	// hold unacknowledged; it is above the sink's largest batch.
+	HistoryMaxAckPending = 50_000
+
 	// EventSubjects matches every change event; outside consumers subscribe to it.
 	EventSubjects = eventPrefix + "*"
 
@@ -253,6 +262,21 @@ func Ensure(ctx context.Context, js jetstream.JetStream, cfg Config) error {
 		MaxDeliver: 5,
 	}); err != nil {
 		return fmt.Errorf("provisioning consumer %s: %w", NotifierConsumer, err)
+	}
+	if _, err := js.CreateOrUpdateConsumer(ctx, EventStream, jetstream.ConsumerConfig{
+		Durable:     HistoryConsumer,
+		Description: "writes change events to ClickHouse (twin history)",
+		// One ack per batch covers every event before it. The sink orders
+		// events itself and skips those ClickHouse already has, so
+		// redeliveries and their order do not matter.
+		AckPolicy:     jetstream.AckAllPolicy,
+		AckWait:       time.Minute,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		MaxAckPending: HistoryMaxAckPending,
+		// Never give up on an event: the sink retries until ClickHouse is back.
+		MaxDeliver: -1,
+	}); err != nil {
+		return fmt.Errorf("provisioning consumer %s: %w", HistoryConsumer, err)
 	}
 	if _, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      TwinBucket,
