@@ -11,7 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
-		"runtime"
+	"runtime"
 	"runtime/pprof"
 	"slices"
 	"strings"
