@@ -18,8 +18,12 @@ test: deps
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 40m ./...
 
+# bench: the Go micro-benchmarks, then about a minute of `twinhub bench`
+# (1,000 simulated devices against an embedded hub, with the raw broker and
+# JetStream baselines and their ratios).
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 2s ./...
+	$(GO) test -run '^$$' -bench . -benchtime 1s ./...
+	$(GO) run ./cmd/twinhub bench --devices 1000 --duration 30s --fanout 1000 --fanout-rate 500 --baseline
 
 fuzz:
 	$(GO) test ./pipeline/twin -run '^$$' -fuzz FuzzApply -fuzztime $(FUZZTIME)
