@@ -205,8 +205,18 @@ type change struct {
 // applied, rejected, read or duplicate.
 func (p *Processor) apply(ctx context.Context, cmd Command) (Result, string, error) {
 	const attempts = 4
+	// published is set once this call stored the command's event: if a
+	// later attempt then finds the command applied (its record write lost a
+	// race and the record was rolled forward), it was still applied here.
+	published := false
 	for range attempts {
+		// Writes may start from the cache: the compare-and-swap catches a
+		// stale entry. Reads must not, or another instance's change would
+		// be missed; they read the record from the bucket.
 		rec, rev, cached := p.cache.get(cmd.DeviceID)
+		if cmd.Kind == KindDeviceGet {
+			cached = false
+		}
 		if !cached {
 			var err error
 			if rec, rev, err = p.store.load(ctx, cmd.DeviceID); err != nil {
@@ -217,6 +227,9 @@ func (p *Processor) apply(ctx context.Context, cmd Command) (Result, string, err
 			}
 		}
 		if rec != nil && rec.applied(cmd.ID) {
+			if published {
+				return answer(cmd, rec), "applied", nil
+			}
 			return answer(cmd, rec), "duplicate", nil
 		}
 		ch, res := decide(cmd, rec, p.cfg.Now())
@@ -241,6 +254,7 @@ func (p *Processor) apply(ctx context.Context, cmd Command) (Result, string, err
 			if err != nil {
 				return Result{}, "", err
 			}
+			published = true
 			ch.next.LastEventSeq = seq
 		}
 		newRev, err := p.store.save(ctx, cmd.DeviceID, ch.next, rev)

@@ -72,7 +72,10 @@ func NewBridge(cfg BridgeConfig, svc *Service) (*Bridge, error) {
 // Run connects, serves until ctx ends, then disconnects.
 func (b *Bridge) Run(ctx context.Context) error {
 	b.ctx = ctx
-	filter := "$share/" + b.cfg.Group + "/" + RequestFilter
+	filters := map[string]byte{}
+	for _, f := range RequestFilters {
+		filters["$share/"+b.cfg.Group+"/"+f] = 1
+	}
 	opts := paho.NewClientOptions().AddBroker(b.cfg.BrokerURL).SetClientID(b.cfg.ClientID).
 		SetUsername(b.cfg.Username).SetPassword(b.cfg.Password).
 		SetCleanSession(false).SetAutoReconnect(true).SetConnectRetry(true).
@@ -82,10 +85,10 @@ func (b *Bridge) Run(ctx context.Context) error {
 	opts.SetOnConnectHandler(func(c paho.Client) {
 		// Subscribe on every connect: a broker that lost our session (a
 		// restart without persistence) would otherwise send us nothing.
-		if t := c.Subscribe(filter, 1, b.onRequest); t.WaitTimeout(10*time.Second) && t.Error() != nil {
-			b.svc.log.Error("subscribing to device requests failed", "filter", filter, "err", t.Error())
+		if t := c.SubscribeMultiple(filters, b.onRequest); t.WaitTimeout(10*time.Second) && t.Error() != nil {
+			b.svc.log.Error("subscribing to device requests failed", "group", b.cfg.Group, "err", t.Error())
 		}
-		b.svc.log.Info("bridge connected to the MQTT broker", "broker", b.cfg.BrokerURL, "filter", filter)
+		b.svc.log.Info("bridge connected to the MQTT broker", "broker", b.cfg.BrokerURL, "group", b.cfg.Group)
 	})
 	opts.SetConnectionLostHandler(func(_ paho.Client, err error) {
 		b.svc.log.Warn("bridge lost the MQTT broker; reconnecting", "broker", b.cfg.BrokerURL, "err", err)
@@ -103,11 +106,10 @@ func (b *Bridge) Run(ctx context.Context) error {
 func (b *Bridge) Connected() bool { return b.c != nil && b.c.IsConnectionOpen() }
 
 func (b *Bridge) onRequest(_ paho.Client, m paho.Message) {
-	// The request filter also matches the hub → device topics, so the broker
-	// hands the bridge its own responses and notifications back (MQTT 3.1.1
-	// cannot opt out, and MQTT 5 forbids No Local on shared subscriptions).
-	// They are not requests and no misbehaving client sent them: drop them
-	// quietly. Keeping devices off hub topics is the external broker's ACL's job.
+	// The request filters do not match hub → device topics; should a broker
+	// hand one over anyway, it is no request and no misbehaving client sent
+	// it: drop it quietly. Keeping devices off hub topics is the external
+	// broker's ACL's job.
 	if _, err := ParseTopic(m.Topic()); errors.Is(err, ErrHubTopic) {
 		m.Ack()
 		return

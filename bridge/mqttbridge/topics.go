@@ -38,11 +38,17 @@ const (
 
 // Topic filters.
 const (
-	// RequestFilter matches every device → hub twin request.
+	// RequestFilter matches every device → hub twin topic (and the hub's).
 	RequestFilter = "devices/+/twin/#"
 	topicPrefix   = "devices/"
 	azurePrefix   = "$iothub/twin/"
 )
+
+// RequestFilters match the two device → hub requests and nothing the hub
+// publishes. The bridge subscribes to these, not to RequestFilter: a shared
+// subscription that also matched the hub's own responses would deal them
+// out round-robin with the requests, so one bridge could get every request.
+var RequestFilters = []string{"devices/+/twin/GET/#", "devices/+/twin/PATCH/properties/reported/#"}
 
 // ErrNotTwinTopic means the topic is not part of the twin scheme at all.
 var ErrNotTwinTopic = errors.New("not a twin topic")

@@ -558,3 +558,48 @@ func scrapeApplied(t *testing.T, p *proc) int {
 	n, _ := strconv.Atoi(string(m[1]))
 	return n
 }
+
+// TestExternalMosquittoTwoBridges runs two instances on one NATS, each
+// bridging the same mosquitto with its own client ID: the shared
+// subscription splits the device traffic between the two bridges, every
+// request is answered exactly once, and no patch is lost or doubled.
+func TestExternalMosquittoTwoBridges(t *testing.T) {
+	m := startMosquitto(t)
+	a := startTwinhub(t, "", "--mqtt-url", m.URL, "--bridge-client-id", "bridge-a")
+	b := startTwinhub(t, "", "--mqtt-url", m.URL, "--bridge-client-id", "bridge-b", "--nats-url", a.NATS)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	const devices = 8
+	devs := make([]*mqttbridge.DeviceClient, devices)
+	for i := range devs {
+		id := fmt.Sprintf("twob-%d", i)
+		if r := a.call(t, "PUT", "/devices/"+id, ""); r.Status != 200 {
+			t.Fatalf("create: %d %s", r.Status, r.Body)
+		}
+		devs[i] = dialDevice(ctx, t, m.URL, id)
+		pollGetTwin(t, devs[i], 30*time.Second)
+	}
+	const reports = 25
+	for i, d := range devs {
+		for n := 1; n <= reports; n++ {
+			v, err := d.Report(ctx, []byte(fmt.Sprintf(`{"n":%d}`, n)))
+			if err != nil || v != int64(n+1) {
+				t.Fatalf("device %d report %d: version %d, %v", i, n, v, err)
+			}
+		}
+	}
+	var total [2]int
+	for i, p := range []*proc{a, b} {
+		for _, line := range strings.Split(string(p.call(t, "GET", "/metrics", "").Body), "\n") {
+			if v, ok := strings.CutPrefix(line, `twinhub_mqtt_requests_total{operation="patch_reported",result="ok"} `); ok {
+				total[i], _ = strconv.Atoi(v)
+			}
+		}
+	}
+	if total[0]+total[1] != devices*reports || total[0] == 0 || total[1] == 0 {
+		t.Errorf("bridges answered %d and %d reported patches; want both > 0 and %d in all", total[0], total[1], devices*reports)
+	}
+	for i := range devs {
+		checkTwin(t, a, fmt.Sprintf("twob-%d", i), map[string]any{"properties.reported.n": float64(reports), "properties.reported.$version": float64(reports + 1)})
+	}
+}

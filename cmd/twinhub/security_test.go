@@ -177,7 +177,16 @@ func TestSecurityMQTT(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer devA.Close()
+	// Connection state follows the device.
+	waitFor(t, 10*time.Second, "devA connected in its twin", func() bool {
+		return get(p.call(t, "GET", "/twins/devA", "").json(t), "connectionState") == "Connected"
+	})
+	// The raw client below connects as devA; the device client would take
+	// the session back (one connection per device), so it goes first.
+	devA.Close()
+	waitFor(t, 10*time.Second, "devA disconnected in its twin", func() bool {
+		return get(p.call(t, "GET", "/twins/devA", "").json(t), "connectionState") == "Disconnected"
+	})
 	before := p.call(t, "GET", "/twins/devB", "").Body
 	raw := paho.NewClient(paho.NewClientOptions().AddBroker(p.MQTT).SetClientID("devA").SetUsername("devA").
 		SetPassword(tok("devA", keyA, later)).SetAutoReconnect(false))
@@ -201,10 +210,6 @@ func TestSecurityMQTT(t *testing.T) {
 		t.Errorf("devA changed devB's twin:\n%s", after)
 	}
 
-	// Connection state follows the device.
-	waitFor(t, 10*time.Second, "devA connected in its twin", func() bool {
-		return get(p.call(t, "GET", "/twins/devA", "").json(t), "connectionState") == "Connected"
-	})
 
 	// Key rotation: change the primary key; the secondary keeps working and
 	// the old primary stops.
