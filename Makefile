@@ -6,13 +6,18 @@ FUZZTIME ?= 30s
 
 .PHONY: run test deps bench fuzz lint
 
+# run keeps twin history in a local ClickHouse (data in $(DATA)/clickhouse)
+# when clickhouse-server is installed (make deps), and says so when it is not.
 run:
-	$(GO) run ./cmd/twinhub run --data-dir $(DATA)
+	$(GO) run ./cmd/twinhub run --data-dir $(DATA) --clickhouse-local auto
 
 # deps installs the external programs the tests drive (Debian packages).
 deps:
 	@command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || \
 		{ echo "installing mosquitto (Debian package)"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; }
+	@command -v clickhouse-server >/dev/null 2>&1 || [ -x /usr/sbin/clickhouse-server ] || \
+		{ echo "installing clickhouse-server (Debian package; tests start their own server)"; apt-get update -qq && \
+		  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clickhouse-server clickhouse-client >/dev/null; }
 
 test: deps
 	$(GO) vet ./...

@@ -33,7 +33,10 @@ type Config struct {
 	// Policies authenticates requests (Authorization: SharedAccessSignature …).
 	// Nil turns authentication off, which only tests and --insecure do.
 	Policies *sas.Policies
-	Logger   *slog.Logger
+	// History serves GET /twins/{id}/history and GET /twins/{id}?asOf=;
+	// nil (history off) answers them with 503.
+	History History
+	Logger  *slog.Logger
 }
 
 // routeRights says which permissions each route needs; a token's policy
@@ -45,6 +48,7 @@ var routeRights = map[string][]sas.Permission{
 	"device_put":    {sas.RegistryWrite},
 	"device_delete": {sas.RegistryWrite},
 	"twin_get":      {sas.ServiceConnect, sas.RegistryRead},
+	"twin_history":  {sas.ServiceConnect, sas.RegistryRead},
 	"twin_patch":    {sas.ServiceConnect},
 	"twin_replace":  {sas.ServiceConnect},
 	"query":         {sas.RegistryRead, sas.ServiceConnect},
@@ -131,6 +135,7 @@ func New(cfg Config, commands Commands, records Records, ready func() bool, metr
 	a.handle("GET /devices", "device_list", a.listDevices)
 	a.handle("GET /devices/{$}", "device_list", a.listDevices)
 	a.handle("GET /twins/{id}", "twin_get", a.getTwin)
+	a.handle("GET /twins/{id}/history", "twin_history", a.twinHistory)
 	a.handle("PATCH /twins/{id}", "twin_patch", a.changeTwin(pipeline.KindPatchTwin))
 	a.handle("PUT /twins/{id}", "twin_replace", a.changeTwin(pipeline.KindReplaceTwin))
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -292,6 +297,10 @@ func (a *API) listDevices(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) getTwin(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Query().Has("asOf") {
+		a.twinAsOf(w, r)
+		return
+	}
 	rec, ok := a.record(w, r)
 	if !ok {
 		return

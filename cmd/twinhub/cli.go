@@ -68,7 +68,11 @@ func (f clientFlags) client() (*apiClient, error) {
 // call sends a request and returns the body of a 2xx response; other
 // statuses become errors carrying IoT Hub's message.
 func (c *apiClient) call(ctx context.Context, method, path string, body []byte, header map[string]string) ([]byte, error) {
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path+"?api-version=2021-04-12", bytes.NewReader(body))
+	sep := "?"
+	if strings.Contains(path, "?") {
+		sep = "&"
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path+sep+"api-version=2021-04-12", bytes.NewReader(body))
 	if err != nil {
 		return nil, err
 	}
@@ -178,7 +182,8 @@ func cmdDevice(ctx context.Context, args []string) error {
 }
 
 func cmdTwin(ctx context.Context, args []string) error {
-	const use = "usage: twinhub twin get <device-id> | twin update [--tags JSON] [--desired JSON] [--etag ETAG] <device-id>"
+	const use = "usage: twinhub twin get [--as-of TIME] <device-id> | twin update [--tags JSON] [--desired JSON] [--etag ETAG] <device-id> | " +
+		"twin history [--from TIME] [--to TIME] [--limit N] [--all] <device-id>"
 	if len(args) == 0 {
 		return errors.New(use)
 	}
@@ -189,6 +194,7 @@ func cmdTwin(ctx context.Context, args []string) error {
 	desired := fs.String("desired", "", "update: desired properties merge patch, a JSON object")
 	etag := fs.String("etag", "", "update: only apply if the twin still has this etag (default: unconditional)")
 	replace := fs.Bool("replace", false, "update: replace tags and desired instead of merging")
+	hist := twinHistoryFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -203,7 +209,9 @@ func cmdTwin(ctx context.Context, args []string) error {
 	var out []byte
 	switch sub {
 	case "get":
-		out, err = api.call(ctx, http.MethodGet, path, nil, nil)
+		out, err = api.call(ctx, http.MethodGet, path+hist.asOfQuery(), nil, nil)
+	case "history":
+		out, err = hist.fetch(ctx, api, path)
 	case "update":
 		patch := map[string]json.RawMessage{}
 		if *tags != "" {

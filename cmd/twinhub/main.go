@@ -21,7 +21,7 @@ const usage = `twinhub: a self-hosted device-twin hub, wire-compatible with Azur
 Usage:
   twinhub run [flags]                       start the hub (embedded NATS and MQTT broker by default)
   twinhub device create|get|list|delete     manage the device registry of a running hub
-  twinhub twin get|update                   read and change twins
+  twinhub twin get|update|history           read and change twins, read their history (get --as-of TIME)
   twinhub device-sim <device-id>            a simulated device: reports properties, prints desired changes
   twinhub bench [flags]                     a simulated fleet against a hub (its own embedded one by default)
   twinhub connection-string [--policy NAME | --device ID]

@@ -49,6 +49,7 @@ type runConfig struct {
 	tlsKey       string
 	hostnames    []string
 	auth         bool
+	history      historyConfig
 }
 
 func (c runConfig) validate() error {
@@ -67,6 +68,9 @@ func (c runConfig) validate() error {
 	}
 	if (c.tlsCert == "") != (c.tlsKey == "") {
 		errs = append(errs, errors.New("--tls-cert and --tls-key go together"))
+	}
+	if err := c.history.validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -107,13 +111,14 @@ func parseRunFlags(args []string) (runConfig, error) {
 	tlsKey := fs.String("tls-key", "", "private key (PEM) of --tls-cert")
 	hostnames := fs.String("hostname", "", "comma-separated host names the local CA's server certificate also covers (it always covers localhost)")
 	auth := fs.Bool("auth", true, "require SAS tokens from devices and back ends (false: anyone on the listeners may do anything)")
+	history := historyFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return runConfig{}, err
 	}
 	c = runConfig{dataDir: *dataDir, httpAddr: *httpAddr, mqttAddr: *mqttAddr, natsAddr: *natsAddr, natsURL: *natsURL,
 		mqttURL: *mqttURL, bridgeID: *bridgeID, partitions: *partitions, syncAlways: *syncAlways,
 		syncInterval: *syncInterval, eventMaxAge: *eventMaxAge, logLevel: *logLevel,
-		mqttsAddr: *mqttsAddr, httpsAddr: *httpsAddr, tlsCert: *tlsCert, tlsKey: *tlsKey, auth: *auth}
+		mqttsAddr: *mqttsAddr, httpsAddr: *httpsAddr, tlsCert: *tlsCert, tlsKey: *tlsKey, auth: *auth, history: history()}
 	for _, h := range strings.Split(*hostnames, ",") {
 		if h = strings.TrimSpace(h); h != "" {
 			c.hostnames = append(c.hostnames, h)
@@ -245,8 +250,15 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 	}
 	notifier := mqttbridge.NewNotifier(js, svc, c.mqttURL != "")
 
+	// Twin history in ClickHouse, unless it is off.
+	hist, err := startHistory(ctx, c.history, c.dataDir, js, log, reg)
+	if err != nil {
+		return err
+	}
+	defer hist.close() // after the sink has drained (g.Wait below)
+
 	var ready atomic.Bool
-	api := httpapi.New(httpapi.Config{Logger: log, Policies: policies}, client, store, ready.Load,
+	api := httpapi.New(httpapi.Config{Logger: log, Policies: policies, History: hist.reader}, client, store, ready.Load,
 		promhttp.HandlerFor(reg, promhttp.HandlerOpts{EnableOpenMetrics: true}), reg)
 	ln, err := net.Listen("tcp", c.httpAddr)
 	if err != nil {
@@ -269,6 +281,9 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 	// Each of these exits when pctx (or a sibling's failure) ends gctx.
 	g.Go(func() error { return proc.Run(gctx) })
 	g.Go(func() error { return notifier.Run(gctx) })
+	if hist.sink != nil {
+		g.Go(func() error { return hist.sink.Run(gctx) })
+	}
 	if bridge != nil {
 		g.Go(func() error { return bridge.Run(gctx) })
 	}
