@@ -11,13 +11,18 @@ FUZZTIME ?= 30s
 run:
 	$(GO) run ./cmd/twinhub run --data-dir $(DATA) --clickhouse-local auto
 
-# deps installs the external programs the tests drive (Debian packages).
+# deps installs the external programs the tests drive (Debian packages) and
+# the pinned Azure IoT Node.js SDKs of the compatibility tests (npm, when
+# node_modules is missing or older than the lock file).
+AZURE_SDK := cmd/twinhub/testdata/azure-sdk
 deps:
 	@command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || \
 		{ echo "installing mosquitto (Debian package)"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; }
 	@command -v clickhouse-server >/dev/null 2>&1 || [ -x /usr/sbin/clickhouse-server ] || \
 		{ echo "installing clickhouse-server (Debian package; tests start their own server)"; apt-get update -qq && \
 		  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clickhouse-server clickhouse-client >/dev/null; }
+	@[ $(AZURE_SDK)/node_modules/.package-lock.json -nt $(AZURE_SDK)/package-lock.json ] || ! command -v npm >/dev/null 2>&1 || \
+		{ echo "installing the Azure IoT SDKs (npm ci in $(AZURE_SDK))"; npm ci --prefix $(AZURE_SDK) --no-audit --no-fund --loglevel=error; }
 
 test: deps
 	$(GO) vet ./...

@@ -162,6 +162,36 @@ func (p *Processor) Run(ctx context.Context) error {
 	return <-errc
 }
 
+// Flush waits until every command stored so far has been applied and
+// acknowledged, or ctx ends. The shutdown calls it after the edges stopped
+// taking requests, so the commands they stored last (a device's disconnect,
+// say) are applied now instead of stalling their partition for an ack wait
+// after the next start.
+func (p *Processor) Flush(ctx context.Context) error {
+	for {
+		idle := true
+		for i := 0; i < p.cfg.Topology.Partitions && idle; i++ {
+			c, err := p.js.Consumer(ctx, topology.CommandStream, topology.ConsumerName(i))
+			if err != nil {
+				return err
+			}
+			info, err := c.Info(ctx)
+			if err != nil {
+				return err
+			}
+			idle = info.NumPending == 0 && info.NumAckPending == 0
+		}
+		if idle {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
 // Running is closed once every partition handler is subscribed.
 func (p *Processor) Running() <-chan struct{} { return p.router.Running() }
 
@@ -174,7 +204,9 @@ func (p *Processor) handle(msg *message.Message) error {
 		p.metrics.commands.WithLabelValues("unknown", "malformed").Inc()
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(msg.Context(), p.cfg.Topology.AckWait/2)
+	// Not cancelled with the subscription: a command being applied when the
+	// processor closes is finished, not abandoned halfway.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(msg.Context()), p.cfg.Topology.AckWait/2)
 	defer cancel()
 	res, outcome, err := p.apply(ctx, cmd)
 	if err != nil {

@@ -325,6 +325,11 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 	if broker != nil {
 		_ = broker.Close()
 	}
+	flushCtx, cancelFlush := context.WithTimeout(context.Background(), 5*time.Second)
+	if err := proc.Flush(flushCtx); err != nil {
+		log.Warn("commands were still pending at shutdown; they are applied after the next start", "err", err)
+	}
+	cancelFlush()
 	stopPipeline()
 	if err := g.Wait(); err != nil && runErr == nil {
 		runErr = err
