@@ -210,7 +210,6 @@ func TestSecurityMQTT(t *testing.T) {
 		t.Errorf("devA changed devB's twin:\n%s", after)
 	}
 
-
 	// Key rotation: change the primary key; the secondary keeps working and
 	// the old primary stops.
 	oldPrimary := keyA
