@@ -47,6 +47,7 @@ type benchConfig struct {
 	mqttURL    string
 	natsURL    string
 	embedded   bool
+	history    string // --history: the embedded hub's --clickhouse-local
 }
 
 // stat collects one measurement's samples.
@@ -125,12 +126,13 @@ func cmdBench(ctx context.Context, args []string) error {
 	memProfile := fs.String("memprofile", "", "write a heap profile at the end to this file")
 	mqttURL := fs.String("mqtt", "", "broker of the hub under test (default: its own embedded hub's)")
 	natsURL := fs.String("nats", "", "NATS of the hub under test, for event latency and the JetStream baseline (default: the embedded hub's)")
+	history := fs.String("history", "auto", "the embedded hub keeps history in a local ClickHouse: auto (when installed), on or off")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	c.devices, c.duration, c.rate, c.patchSize, c.qos = *devices, *duration, float64(*rate), *patchSize, *qos
 	c.fanout, c.fanoutRate, c.baseline, c.jsonOut = min(*fanout, *devices), float64(*fanoutRate), *baseline, *jsonOut
-	c.cpuProfile, c.memProfile, c.mqttURL, c.natsURL = *cpuProfile, *memProfile, *mqttURL, *natsURL
+	c.cpuProfile, c.memProfile, c.mqttURL, c.natsURL, c.history = *cpuProfile, *memProfile, *mqttURL, *natsURL, *history
 	if c.devices < 1 || c.patchSize < 16 || (c.qos != 0 && c.qos != 1) {
 		return errors.New("--devices must be ≥ 1, --patch-size ≥ 16, --qos 0 or 1")
 	}
@@ -177,7 +179,8 @@ func runBench(ctx context.Context, c benchConfig) error {
 		}
 		defer os.RemoveAll(dir)
 		cfg, err := parseRunFlags([]string{"--data-dir", dir, "--http-addr", freeAddr(), "--mqtt-addr", freeAddr(),
-			"--nats-addr", freeAddr(), "--mqtts-addr", "", "--https-addr", "", "--log-level", "warn"})
+			"--nats-addr", freeAddr(), "--mqtts-addr", "", "--https-addr", "", "--log-level", "warn",
+			"--clickhouse-local", c.history, "--clickhouse-local-addr", freeAddr()})
 		if err != nil {
 			return err
 		}
@@ -243,8 +246,14 @@ func runBench(ctx context.Context, c benchConfig) error {
 	}()
 
 	fmt.Fprintf(out, "reported updates from %d devices for %s …\n", c.devices, c.duration)
-	reported, event, mqttGet, httpGet := benchReported(ctx, c, devs, api, nc, out)
-	rep.Stats = append(rep.Stats, reported, event, mqttGet, httpGet)
+	reported, event, row, mqttGet, httpGet := benchReported(ctx, c, devs, api, nc, out)
+	rep.Stats = append(rep.Stats, reported, event)
+	if row.Count > 0 {
+		rep.Stats = append(rep.Stats, row)
+	} else {
+		rep.Notes = append(rep.Notes, "history was off: no publish → ClickHouse row figure (install clickhouse-server: make deps)")
+	}
+	rep.Stats = append(rep.Stats, mqttGet, httpGet)
 	if raw != nil && raw.Rate > 0 {
 		reported.Baseline, reported.Ratio = raw.Name, reported.Rate/raw.Rate
 	}
@@ -423,9 +432,10 @@ func (p *pacer) wait(ctx context.Context) bool {
 	return ctx.Err() == nil
 }
 
-func benchReported(ctx context.Context, c benchConfig, devs []*mqttbridge.DeviceClient, api *apiClient, nc *nats.Conn, out io.Writer) (reported, event, mqttGet, httpGet *stat) {
+func benchReported(ctx context.Context, c benchConfig, devs []*mqttbridge.DeviceClient, api *apiClient, nc *nats.Conn, out io.Writer) (reported, event, row, mqttGet, httpGet *stat) {
 	reported = &stat{Name: fmt.Sprintf("reported update: publish → 204 (QoS %d)", c.qos)}
 	event = &stat{Name: "reported update: publish → change event"}
+	row = &stat{Name: "reported update: publish → ClickHouse row (1 in 50 sampled)"}
 	mqttGet = &stat{Name: "twin GET over MQTT, under load"}
 	httpGet = &stat{Name: "twin GET over HTTP, under load"}
 
@@ -436,9 +446,25 @@ func benchReported(ctx context.Context, c benchConfig, devs []*mqttbridge.Device
 	}
 	var sentMu sync.Mutex
 	sent := map[key]time.Time{}
+	// rows: sampled events waiting for the ClickHouse watermark to pass them.
+	type pendingRow struct {
+		seq uint64
+		t0  time.Time
+	}
+	var rowsMu sync.Mutex
+	var rows []pendingRow
+	var nEvents atomic.Int64
 	if nc != nil {
-		sub, err := nc.Subscribe(topology.EventSubjects, func(m *nats.Msg) {
-			var ev struct {
+		js, _ := jetstream.New(nc)
+		cons, err := js.OrderedConsumer(ctx, topology.EventStream, jetstream.OrderedConsumerConfig{
+			FilterSubjects: []string{topology.EventSubjects}, DeliverPolicy: jetstream.DeliverNewPolicy})
+		if err != nil {
+			fmt.Fprintf(out, "no event latency: %v\n", err)
+		}
+		var cc jetstream.ConsumeContext
+		if err == nil {
+			cc, err = cons.Consume(func(m jetstream.Msg) {
+				var ev struct {
 				DeviceID string `json:"deviceId"`
 				Patch    struct {
 					Properties struct {
@@ -448,23 +474,54 @@ func benchReported(ctx context.Context, c benchConfig, devs []*mqttbridge.Device
 					} `json:"properties"`
 				} `json:"patch"`
 			}
-			if json.Unmarshal(m.Data, &ev) != nil {
-				return
-			}
-			k := key{ev.DeviceID, ev.Patch.Properties.Reported.Seq}
-			sentMu.Lock()
-			t0, ok := sent[k]
-			delete(sent, k)
-			sentMu.Unlock()
-			if ok {
+				if json.Unmarshal(m.Data(), &ev) != nil {
+					return
+				}
+				k := key{ev.DeviceID, ev.Patch.Properties.Reported.Seq}
+				sentMu.Lock()
+				t0, ok := sent[k]
+				delete(sent, k)
+				sentMu.Unlock()
+				if !ok {
+					return
+				}
 				event.add(time.Since(t0))
-			}
-		})
+				if md, err := m.Metadata(); err == nil && nEvents.Add(1)%50 == 0 {
+					rowsMu.Lock()
+					rows = append(rows, pendingRow{md.Sequence.Stream, t0})
+					rowsMu.Unlock()
+				}
+			}, jetstream.PullMaxMessages(1000))
+		}
 		if err == nil {
-			sub.SetPendingLimits(-1, -1)
-			defer sub.Unsubscribe()
+			defer cc.Stop()
 		}
 	}
+	// Follows the sink's committed stream sequence; exits when rowCtx ends.
+	rowCtx, stopRows := context.WithCancel(ctx)
+	rowsDone := make(chan struct{})
+	go func() {
+		defer close(rowsDone)
+		for rowCtx.Err() == nil {
+			committed, ok := scrapeGauge(api.base, "twinhub_history_committed_sequence")
+			now := time.Now()
+			if ok {
+				rowsMu.Lock()
+				keep := rows[:0]
+				for _, r := range rows {
+					if uint64(committed) >= r.seq {
+						row.add(now.Sub(r.t0))
+					} else {
+						keep = append(keep, r)
+					}
+				}
+				rows = keep
+				rowsMu.Unlock()
+			}
+			// A scrape also reads every partition consumer's state: not too often.
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
 
 	pad := strings.Repeat("x", max(0, c.patchSize-60))
 	rctx, cancel := context.WithTimeout(ctx, c.duration)
@@ -549,10 +606,27 @@ func benchReported(ctx context.Context, c benchConfig, devs []*mqttbridge.Device
 	}()
 	wg.Wait()
 	elapsed := time.Since(start)
-	// Give events in flight a moment to arrive.
+	// Give events in flight a moment to arrive, and rows up to 10 s.
 	time.Sleep(500 * time.Millisecond)
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		rowsMu.Lock()
+		n := len(rows)
+		rowsMu.Unlock()
+		if n == 0 {
+			break
+		}
+	}
+	stopRows()
+	<-rowsDone
+	rowsMu.Lock()
+	for range rows {
+		row.fail() // never reached ClickHouse within 10 s of the phase's end
+	}
+	rowsMu.Unlock()
 	reported.finish(elapsed)
 	event.finish(elapsed)
+	row.finish(elapsed)
+	row.Rate = 0 // a sample, not a rate
 	mqttGet.finish(elapsed)
 	httpGet.finish(elapsed)
 	return
@@ -720,4 +794,26 @@ func offered(rate float64) string {
 		return "closed loop"
 	}
 	return fmt.Sprintf("%.0f/s", rate)
+}
+
+// scrapeGauge reads one unlabelled metric from the hub's /metrics.
+func scrapeGauge(base, name string) (float64, bool) {
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		return 0, false
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			var f float64
+			if _, err := fmt.Sscan(v, &f); err == nil {
+				return f, true
+			}
+		}
+	}
+	return 0, false
 }
