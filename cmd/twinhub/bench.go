@@ -465,15 +465,15 @@ func benchReported(ctx context.Context, c benchConfig, devs []*mqttbridge.Device
 		if err == nil {
 			cc, err = cons.Consume(func(m jetstream.Msg) {
 				var ev struct {
-				DeviceID string `json:"deviceId"`
-				Patch    struct {
-					Properties struct {
-						Reported struct {
-							Seq int64 `json:"seq"`
-						} `json:"reported"`
-					} `json:"properties"`
-				} `json:"patch"`
-			}
+					DeviceID string `json:"deviceId"`
+					Patch    struct {
+						Properties struct {
+							Reported struct {
+								Seq int64 `json:"seq"`
+							} `json:"reported"`
+						} `json:"properties"`
+					} `json:"patch"`
+				}
 				if json.Unmarshal(m.Data(), &ev) != nil {
 					return
 				}
