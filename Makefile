@@ -39,6 +39,7 @@ fuzz:
 	$(GO) test ./pipeline/twin -run '^$$' -fuzz FuzzApply -fuzztime $(FUZZTIME)
 	$(GO) test ./pipeline/twin -run '^$$' -fuzz FuzzParseJSON -fuzztime $(FUZZTIME)
 	$(GO) test ./queries/lang -run '^$$' -fuzz FuzzQuery -fuzztime $(FUZZTIME)
+	$(GO) test ./queries/projection -run '^$$' -fuzz FuzzFlatten -fuzztime $(FUZZTIME)
 
 lint:
 	$(GO) vet ./...

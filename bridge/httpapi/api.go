@@ -36,6 +36,8 @@ type Config struct {
 	// History serves GET /twins/{id}/history and GET /twins/{id}?asOf=;
 	// nil (history off) answers them with 503.
 	History History
+	// Querier answers POST /devices/query; nil answers it with 503.
+	Querier Querier
 	Logger  *slog.Logger
 }
 
@@ -138,6 +140,7 @@ func New(cfg Config, commands Commands, records Records, ready func() bool, metr
 	a.handle("GET /twins/{id}/history", "twin_history", a.twinHistory)
 	a.handle("PATCH /twins/{id}", "twin_patch", a.changeTwin(pipeline.KindPatchTwin))
 	a.handle("PUT /twins/{id}", "twin_replace", a.changeTwin(pipeline.KindReplaceTwin))
+	a.handle("POST /devices/query", "query", a.query)
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "NotFound", fmt.Sprintf("no API at %s %s", r.Method, r.URL.Path))
 	})

@@ -68,13 +68,19 @@ func (f clientFlags) client() (*apiClient, error) {
 // call sends a request and returns the body of a 2xx response; other
 // statuses become errors carrying IoT Hub's message.
 func (c *apiClient) call(ctx context.Context, method, path string, body []byte, header map[string]string) ([]byte, error) {
+	b, _, err := c.callHeader(ctx, method, path, body, header)
+	return b, err
+}
+
+// callHeader is call that also returns the response headers.
+func (c *apiClient) callHeader(ctx context.Context, method, path string, body []byte, header map[string]string) ([]byte, http.Header, error) {
 	sep := "?"
 	if strings.Contains(path, "?") {
 		sep = "&"
 	}
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path+sep+"api-version=2021-04-12", bytes.NewReader(body))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json; charset=utf-8")
@@ -82,7 +88,7 @@ func (c *apiClient) call(ctx context.Context, method, path string, body []byte, 
 	if c.cred.SharedAccessKey != "" {
 		tok, err := c.cred.Token(time.Hour)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		req.Header.Set("Authorization", tok)
 	}
@@ -91,21 +97,21 @@ func (c *apiClient) call(ctx context.Context, method, path string, body []byte, 
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("is twinhub running at %s? %w", c.base, err)
+		return nil, nil, fmt.Errorf("is twinhub running at %s? %w", c.base, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if resp.StatusCode >= 300 {
 		var e struct{ Message string }
 		if json.Unmarshal(b, &e) == nil && e.Message != "" {
-			return nil, fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, e.Message)
+			return nil, nil, fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, e.Message)
 		}
-		return nil, fmt.Errorf("%s %s: %s", method, path, resp.Status)
+		return nil, nil, fmt.Errorf("%s %s: %s", method, path, resp.Status)
 	}
-	return b, nil
+	return b, resp.Header, nil
 }
 
 func printJSON(b []byte) {

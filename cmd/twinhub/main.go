@@ -22,6 +22,7 @@ Usage:
   twinhub run [flags]                       start the hub (embedded NATS and MQTT broker by default)
   twinhub device create|get|list|delete     manage the device registry of a running hub
   twinhub twin get|update|history           read and change twins, read their history (get --as-of TIME)
+  twinhub query "SELECT * FROM devices …"   query twins (IoT Hub's query language, plus ORDER BY)
   twinhub device-sim <device-id>            a simulated device: reports properties, prints desired changes
   twinhub bench [flags]                     a simulated fleet against a hub (its own embedded one by default)
   twinhub connection-string [--policy NAME | --device ID]
@@ -50,6 +51,8 @@ func main() {
 		err = cmdDevice(ctx, args)
 	case "twin":
 		err = cmdTwin(ctx, args)
+	case "query":
+		err = cmdQuery(ctx, args)
 	case "bench":
 		err = cmdBench(ctx, args)
 	case "connection-string":

@@ -187,6 +187,11 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	queries, err := startQueries(setupCtx, connect, log, reg)
+	if err != nil {
+		return err
+	}
+	defer queries.close() // after the projection stopped (g.Wait below)
 
 	// Security: shared access policies, and TLS for MQTTS and HTTPS.
 	var policies *sas.Policies
@@ -258,7 +263,7 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 	defer hist.close() // after the sink has drained (g.Wait below)
 
 	var ready atomic.Bool
-	api := httpapi.New(httpapi.Config{Logger: log, Policies: policies, History: hist.reader}, client, store, ready.Load,
+	api := httpapi.New(httpapi.Config{Logger: log, Policies: policies, History: hist.reader, Querier: queries}, client, store, ready.Load,
 		promhttp.HandlerFor(reg, promhttp.HandlerOpts{EnableOpenMetrics: true}), reg)
 	ln, err := net.Listen("tcp", c.httpAddr)
 	if err != nil {
@@ -281,6 +286,7 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 	// Each of these exits when pctx (or a sibling's failure) ends gctx.
 	g.Go(func() error { return proc.Run(gctx) })
 	g.Go(func() error { return notifier.Run(gctx) })
+	g.Go(func() error { return queries.proj.Run(gctx) })
 	if hist.sink != nil {
 		g.Go(func() error { return hist.sink.Run(gctx) })
 	}
@@ -297,6 +303,12 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 
 	select {
 	case <-proc.Running():
+	case <-gctx.Done():
+	case <-ctx.Done():
+	}
+	// Queries must see every twin before the hub says it is ready.
+	select {
+	case <-queries.proj.Loaded():
 	case <-gctx.Done():
 	case <-ctx.Done():
 	}
