@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -145,6 +146,16 @@ func New(cfg Config, commands Commands, records Records, ready func() bool, metr
 		writeError(w, http.StatusNotFound, "NotFound", fmt.Sprintf("no API at %s %s", r.Method, r.URL.Path))
 	})
 	return a
+}
+
+// EnableProfiling serves Go's profiles (net/http/pprof) under /debug/pprof/,
+// without authentication: for operators on a loopback listener.
+func (a *API) EnableProfiling() {
+	a.mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	a.mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	a.mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	a.mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	a.mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 }
 
 // Handle registers an extra route (used to add the query endpoint).

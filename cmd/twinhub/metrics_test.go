@@ -64,3 +64,15 @@ func TestMetrics(t *testing.T) {
 		t.Errorf("a device ID appears in /metrics")
 	}
 }
+
+// TestProfiling: Go profiles are served only with --pprof.
+func TestProfiling(t *testing.T) {
+	off := startTwinhub(t, "")
+	if r := off.call(t, "GET", "/debug/pprof/", "", "Authorization", ""); r.Status != 404 {
+		t.Errorf("without --pprof: /debug/pprof/ answered %d", r.Status)
+	}
+	on := startTwinhub(t, "", "--pprof")
+	if r := on.call(t, "GET", "/debug/pprof/", "", "Authorization", ""); r.Status != 200 || !strings.Contains(string(r.Body), "goroutine") {
+		t.Errorf("with --pprof: /debug/pprof/ answered %d", r.Status)
+	}
+}

@@ -49,6 +49,7 @@ type runConfig struct {
 	tlsKey       string
 	hostnames    []string
 	auth         bool
+	pprof        bool
 	history      historyConfig
 }
 
@@ -111,6 +112,7 @@ func parseRunFlags(args []string) (runConfig, error) {
 	tlsKey := fs.String("tls-key", "", "private key (PEM) of --tls-cert")
 	hostnames := fs.String("hostname", "", "comma-separated host names the local CA's server certificate also covers (it always covers localhost)")
 	auth := fs.Bool("auth", true, "require SAS tokens from devices and back ends (false: anyone on the listeners may do anything)")
+	pprofOn := fs.Bool("pprof", false, "serve Go profiles at /debug/pprof/ on the HTTP listener, unauthenticated (keep it on loopback)")
 	history := historyFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return runConfig{}, err
@@ -118,7 +120,7 @@ func parseRunFlags(args []string) (runConfig, error) {
 	c = runConfig{dataDir: *dataDir, httpAddr: *httpAddr, mqttAddr: *mqttAddr, natsAddr: *natsAddr, natsURL: *natsURL,
 		mqttURL: *mqttURL, bridgeID: *bridgeID, partitions: *partitions, syncAlways: *syncAlways,
 		syncInterval: *syncInterval, eventMaxAge: *eventMaxAge, logLevel: *logLevel,
-		mqttsAddr: *mqttsAddr, httpsAddr: *httpsAddr, tlsCert: *tlsCert, tlsKey: *tlsKey, auth: *auth, history: history()}
+		mqttsAddr: *mqttsAddr, httpsAddr: *httpsAddr, tlsCert: *tlsCert, tlsKey: *tlsKey, auth: *auth, pprof: *pprofOn, history: history()}
 	for _, h := range strings.Split(*hostnames, ",") {
 		if h = strings.TrimSpace(h); h != "" {
 			c.hostnames = append(c.hostnames, h)
@@ -265,6 +267,10 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 	var ready atomic.Bool
 	api := httpapi.New(httpapi.Config{Logger: log, Policies: policies, History: hist.reader, Querier: queries}, client, store, ready.Load,
 		promhttp.HandlerFor(reg, promhttp.HandlerOpts{EnableOpenMetrics: true}), reg)
+	if c.pprof {
+		api.EnableProfiling()
+		log.Warn("Go profiles are served without authentication at /debug/pprof/ (--pprof)")
+	}
 	ln, err := net.Listen("tcp", c.httpAddr)
 	if err != nil {
 		return fmt.Errorf("HTTP listener on %s: %w (set --http-addr)", c.httpAddr, err)
