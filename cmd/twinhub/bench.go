@@ -439,88 +439,21 @@ func benchReported(ctx context.Context, c benchConfig, devs []*mqttbridge.Device
 	mqttGet = &stat{Name: "twin GET over MQTT, under load"}
 	httpGet = &stat{Name: "twin GET over HTTP, under load"}
 
-	// sent[device] = publish time of each patch, by its seq.
-	type key struct {
-		dev string
-		seq int64
-	}
-	var sentMu sync.Mutex
-	sent := map[key]time.Time{}
-	// rows: sampled events waiting for the ClickHouse watermark to pass them.
-	type pendingRow struct {
-		seq uint64
-		t0  time.Time
-	}
-	var rowsMu sync.Mutex
-	var rows []pendingRow
-	var nEvents atomic.Int64
+	track := &eventTracker{sent: map[patchKey]time.Time{}, event: event, row: row}
 	if nc != nil {
-		js, _ := jetstream.New(nc)
-		cons, err := js.OrderedConsumer(ctx, topology.EventStream, jetstream.OrderedConsumerConfig{
-			FilterSubjects: []string{topology.EventSubjects}, DeliverPolicy: jetstream.DeliverNewPolicy})
+		stop, err := track.follow(ctx, nc)
 		if err != nil {
 			fmt.Fprintf(out, "no event latency: %v\n", err)
-		}
-		var cc jetstream.ConsumeContext
-		if err == nil {
-			cc, err = cons.Consume(func(m jetstream.Msg) {
-				var ev struct {
-					DeviceID string `json:"deviceId"`
-					Patch    struct {
-						Properties struct {
-							Reported struct {
-								Seq int64 `json:"seq"`
-							} `json:"reported"`
-						} `json:"properties"`
-					} `json:"patch"`
-				}
-				if json.Unmarshal(m.Data(), &ev) != nil {
-					return
-				}
-				k := key{ev.DeviceID, ev.Patch.Properties.Reported.Seq}
-				sentMu.Lock()
-				t0, ok := sent[k]
-				delete(sent, k)
-				sentMu.Unlock()
-				if !ok {
-					return
-				}
-				event.add(time.Since(t0))
-				if md, err := m.Metadata(); err == nil && nEvents.Add(1)%50 == 0 {
-					rowsMu.Lock()
-					rows = append(rows, pendingRow{md.Sequence.Stream, t0})
-					rowsMu.Unlock()
-				}
-			}, jetstream.PullMaxMessages(1000))
-		}
-		if err == nil {
-			defer cc.Stop()
+		} else {
+			defer stop()
 		}
 	}
-	// Follows the sink's committed stream sequence; exits when rowCtx ends.
 	rowCtx, stopRows := context.WithCancel(ctx)
 	rowsDone := make(chan struct{})
+	// Follows the sink's committed stream sequence; exits when rowCtx ends.
 	go func() {
 		defer close(rowsDone)
-		for rowCtx.Err() == nil {
-			committed, ok := scrapeGauge(api.base, "twinhub_history_committed_sequence")
-			now := time.Now()
-			if ok {
-				rowsMu.Lock()
-				keep := rows[:0]
-				for _, r := range rows {
-					if uint64(committed) >= r.seq {
-						row.add(now.Sub(r.t0))
-					} else {
-						keep = append(keep, r)
-					}
-				}
-				rows = keep
-				rowsMu.Unlock()
-			}
-			// A scrape also reads every partition consumer's state: not too often.
-			time.Sleep(100 * time.Millisecond)
-		}
+		track.followRows(rowCtx, api.base)
 	}()
 
 	pad := strings.Repeat("x", max(0, c.patchSize-60))
@@ -539,9 +472,7 @@ func benchReported(ctx context.Context, c benchConfig, devs []*mqttbridge.Device
 				patch := fmt.Sprintf(`{"seq":%d,"temperature":%d.5,"pad":"%s"}`, seq, 20+seq%10, pad)
 				t0 := time.Now()
 				if nc != nil {
-					sentMu.Lock()
-					sent[key{id, seq}] = t0
-					sentMu.Unlock()
+					track.published(id, seq, t0)
 				}
 				qctx, qcancel := context.WithTimeout(ctx, 30*time.Second)
 				_, err := d.Report(qctx, []byte(patch))
@@ -608,21 +539,14 @@ func benchReported(ctx context.Context, c benchConfig, devs []*mqttbridge.Device
 	elapsed := time.Since(start)
 	// Give events in flight a moment to arrive, and rows up to 10 s.
 	time.Sleep(500 * time.Millisecond)
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		rowsMu.Lock()
-		n := len(rows)
-		rowsMu.Unlock()
-		if n == 0 {
-			break
-		}
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && track.rowsPending() > 0; {
+		time.Sleep(50 * time.Millisecond)
 	}
 	stopRows()
 	<-rowsDone
-	rowsMu.Lock()
-	for range rows {
+	for range track.rowsPending() {
 		row.fail() // never reached ClickHouse within 10 s of the phase's end
 	}
-	rowsMu.Unlock()
 	reported.finish(elapsed)
 	event.finish(elapsed)
 	row.finish(elapsed)
@@ -630,6 +554,111 @@ func benchReported(ctx context.Context, c benchConfig, devs []*mqttbridge.Device
 	mqttGet.finish(elapsed)
 	httpGet.finish(elapsed)
 	return
+}
+
+// patchKey names one reported patch of the bench: its device and sequence.
+type patchKey struct {
+	dev string
+	seq int64
+}
+
+// eventTracker turns change events into publish → event latencies, and
+// samples of them into publish → ClickHouse row latencies.
+type eventTracker struct {
+	event, row *stat
+
+	mu      sync.Mutex
+	sent    map[patchKey]time.Time // publish time of each patch in flight
+	rows    []pendingRow           // sampled events not yet in ClickHouse
+	nEvents int
+}
+
+type pendingRow struct {
+	seq uint64 // stream sequence of the event
+	t0  time.Time
+}
+
+func (e *eventTracker) published(dev string, seq int64, t0 time.Time) {
+	e.mu.Lock()
+	e.sent[patchKey{dev, seq}] = t0
+	e.mu.Unlock()
+}
+
+func (e *eventTracker) rowsPending() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.rows)
+}
+
+// follow consumes new change events until the returned stop is called.
+func (e *eventTracker) follow(ctx context.Context, nc *nats.Conn) (stop func(), err error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	cons, err := js.OrderedConsumer(ctx, topology.EventStream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{topology.EventSubjects}, DeliverPolicy: jetstream.DeliverNewPolicy})
+	if err != nil {
+		return nil, err
+	}
+	cc, err := cons.Consume(e.onEvent, jetstream.PullMaxMessages(1000))
+	if err != nil {
+		return nil, err
+	}
+	return cc.Stop, nil
+}
+
+func (e *eventTracker) onEvent(m jetstream.Msg) {
+	var ev struct {
+		DeviceID string `json:"deviceId"`
+		Patch    struct {
+			Properties struct {
+				Reported struct {
+					Seq int64 `json:"seq"`
+				} `json:"reported"`
+			} `json:"properties"`
+		} `json:"patch"`
+	}
+	if json.Unmarshal(m.Data(), &ev) != nil {
+		return
+	}
+	k := patchKey{ev.DeviceID, ev.Patch.Properties.Reported.Seq}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	t0, ok := e.sent[k]
+	if !ok {
+		return
+	}
+	delete(e.sent, k)
+	e.event.add(time.Since(t0))
+	if md, err := m.Metadata(); err == nil {
+		if e.nEvents++; e.nEvents%50 == 0 {
+			e.rows = append(e.rows, pendingRow{md.Sequence.Stream, t0})
+		}
+	}
+}
+
+// followRows resolves sampled rows as the ClickHouse sink's committed
+// sequence (read from the hub's /metrics) passes them, until ctx ends.
+func (e *eventTracker) followRows(ctx context.Context, base string) {
+	for ctx.Err() == nil {
+		if committed, ok := scrapeGauge(base, "twinhub_history_committed_sequence"); ok {
+			now := time.Now()
+			e.mu.Lock()
+			keep := e.rows[:0]
+			for _, r := range e.rows {
+				if uint64(committed) >= r.seq {
+					e.row.add(now.Sub(r.t0))
+				} else {
+					keep = append(keep, r)
+				}
+			}
+			e.rows = keep
+			e.mu.Unlock()
+		}
+		// A scrape also reads every partition consumer's state: not too often.
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 func benchFanout(ctx context.Context, c benchConfig, devs []*mqttbridge.DeviceClient, api *apiClient) *stat {
