@@ -15,6 +15,7 @@ import (
 	"github.com/twinhub/twinhub/deploy/embedded"
 	"github.com/twinhub/twinhub/pipeline"
 	"github.com/twinhub/twinhub/pipeline/topology"
+	"github.com/twinhub/twinhub/pipeline/twin"
 )
 
 // hub is a processor with its client and store over an embedded nats-server.
@@ -248,5 +249,37 @@ func TestRecordEncoding(t *testing.T) {
 	got, err := pipeline.EncodeRecord(rec)
 	if err != nil || string(got) != string(want) {
 		t.Fatalf("encode:\n got %s\nwant %s (%v)", got, want, err)
+	}
+}
+
+// TestStaleCacheDoesNotRejectAfterAnotherWriter: another instance changes a
+// twin behind this processor's record cache; a PATCH carrying the new etag
+// is applied, not refused with 412 on the stale cached etag.
+func TestStaleCacheDoesNotRejectAfterAnotherWriter(t *testing.T) {
+	h := startHub(t, t.TempDir(), topology.Config{Partitions: 4})
+	h.do(t, pipeline.Command{Kind: pipeline.KindCreateDevice, DeviceID: "shared"})
+	h.do(t, pipeline.Command{Kind: pipeline.KindPatchTwin, DeviceID: "shared", Body: []byte(`{"tags":{"a":1}}`)}) // now cached
+	ctx := context.Background()
+	rec, err := h.store.Get(ctx, "shared")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// "Another instance" applies a tags change and stores the record.
+	other, err := twin.ApplyService(rec.Twin, map[string]any{"b": json.Number("2")}, nil, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.Twin = other
+	b, _ := json.Marshal(rec)
+	kv, err := h.js.KeyValue(ctx, topology.TwinBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, topology.Key("shared"), b); err != nil {
+		t.Fatal(err)
+	}
+	res := h.do(t, pipeline.Command{Kind: pipeline.KindPatchTwin, DeviceID: "shared", IfMatch: `"` + other.ETag() + `"`, Body: []byte(`{"tags":{"c":3}}`)})
+	if res.Status != 200 {
+		t.Fatalf("PATCH with the current etag: %+v", res)
 	}
 }

@@ -269,6 +269,13 @@ func (p *Processor) apply(ctx context.Context, cmd Command) (Result, string, err
 			if res.OK() {
 				return res, "read", nil
 			}
+			if cached {
+				// A rejection (a stale etag, say) must not rest on a cache
+				// entry another instance may have outdated: decide again on
+				// the record as stored.
+				p.cache.drop(cmd.DeviceID)
+				continue
+			}
 			return res, "rejected", nil
 		}
 		if ch.ev != nil {
