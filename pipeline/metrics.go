@@ -79,14 +79,12 @@ func (c *lagCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	for p := 0; p < c.partitions; p++ {
+		// Looking the consumer up fetches its state: one request per partition.
 		cons, err := c.js.Consumer(ctx, topology.CommandStream, topology.ConsumerName(p))
 		if err != nil {
 			continue
 		}
-		info, err := cons.Info(ctx)
-		if err != nil {
-			continue
-		}
+		info := cons.CachedInfo()
 		label := strconv.Itoa(p)
 		ch <- prometheus.MustNewConstMetric(lagPendingDesc, prometheus.GaugeValue, float64(info.NumPending), label)
 		ch <- prometheus.MustNewConstMetric(lagAckPendingDesc, prometheus.GaugeValue, float64(info.NumAckPending), label)

@@ -171,14 +171,12 @@ func (p *Processor) Flush(ctx context.Context) error {
 	for {
 		idle := true
 		for i := 0; i < p.cfg.Topology.Partitions && idle; i++ {
+			// Looking the consumer up fetches its current state.
 			c, err := p.js.Consumer(ctx, topology.CommandStream, topology.ConsumerName(i))
 			if err != nil {
 				return err
 			}
-			info, err := c.Info(ctx)
-			if err != nil {
-				return err
-			}
+			info := c.CachedInfo()
 			idle = info.NumPending == 0 && info.NumAckPending == 0
 		}
 		if idle {

@@ -55,7 +55,6 @@ type Bridge struct {
 	cfg BridgeConfig
 	svc *Service
 	c   paho.Client
-	ctx context.Context
 }
 
 // NewBridge builds a bridge; it becomes the service's publisher.
@@ -71,7 +70,6 @@ func NewBridge(cfg BridgeConfig, svc *Service) (*Bridge, error) {
 
 // Run connects, serves until ctx ends, then disconnects.
 func (b *Bridge) Run(ctx context.Context) error {
-	b.ctx = ctx
 	filters := map[string]byte{}
 	for _, f := range RequestFilters {
 		filters["$share/"+b.cfg.Group+"/"+f] = 1

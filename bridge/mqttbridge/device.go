@@ -74,25 +74,37 @@ func DialDevice(ctx context.Context, brokerURL, deviceID string, o DeviceOptions
 		SetUsername(o.Username).SetPassword(o.Password).
 		SetCleanSession(true).SetAutoReconnect(true).SetConnectRetry(false).
 		SetOrderMatters(false).SetKeepAlive(30 * time.Second)
+	// subscribed reports the first connect's subscriptions to DialDevice.
+	subscribed := make(chan error, 1)
 	opts.SetOnConnectHandler(func(c paho.Client) {
 		// Subscribe on every (re)connect: a clean session forgets subscriptions.
-		c.Subscribe(ResponseFilter(deviceID), 0, d.onResponse)
-		c.Subscribe(DesiredFilter(deviceID), 1, d.onDesired)
+		// paho calls this in its own goroutine, so waiting here is fine.
+		t := c.SubscribeMultiple(map[string]byte{ResponseFilter(deviceID): 0}, d.onResponse)
+		t.Wait()
+		err := t.Error()
+		if err == nil {
+			t = c.Subscribe(DesiredFilter(deviceID), 1, d.onDesired)
+			t.Wait()
+			err = t.Error()
+		}
+		select {
+		case subscribed <- err:
+		default: // a reconnect: nobody waits
+		}
 	})
 	d.c = paho.NewClient(opts)
-	tok := d.c.Connect()
-	if err := waitToken(ctx, tok); err != nil {
+	if err := waitToken(ctx, d.c.Connect()); err != nil {
 		return nil, fmt.Errorf("connecting device %s to %s: %w", deviceID, brokerURL, err)
 	}
-	// The subscriptions above race the first request; subscribe once more
-	// synchronously so they are in place when DialDevice returns.
-	if err := waitToken(ctx, d.c.SubscribeMultiple(map[string]byte{ResponseFilter(deviceID): 0}, d.onResponse)); err != nil {
+	select {
+	case err := <-subscribed:
+		if err != nil {
+			d.c.Disconnect(0)
+			return nil, fmt.Errorf("subscribing device %s: %w", deviceID, err)
+		}
+	case <-ctx.Done():
 		d.c.Disconnect(0)
-		return nil, err
-	}
-	if err := waitToken(ctx, d.c.Subscribe(DesiredFilter(deviceID), 1, d.onDesired)); err != nil {
-		d.c.Disconnect(0)
-		return nil, err
+		return nil, ctx.Err()
 	}
 	return d, nil
 }

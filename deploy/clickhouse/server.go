@@ -139,9 +139,6 @@ func (s *Server) URL(db string) string {
 	return "clickhouse://" + s.Addr() + "/" + db
 }
 
-// Dir is the server's directory.
-func (s *Server) Dir() string { return s.cfg.Dir }
-
 // Start (re)starts a stopped server on the same directory and port and
 // waits until it answers. A previous server on the same directory that is
 // still shutting down (its data lock held) is waited for.

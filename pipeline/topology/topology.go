@@ -195,15 +195,6 @@ func EventSubject(deviceID string) string {
 	return eventPrefix + Token(deviceID)
 }
 
-// DeviceFromEventSubject returns the device ID of an event subject.
-func DeviceFromEventSubject(subject string) (string, error) {
-	tok, ok := strings.CutPrefix(subject, eventPrefix)
-	if !ok || tok == "" || strings.Contains(tok, ".") {
-		return "", fmt.Errorf("%q is not a twinhub event subject", subject)
-	}
-	return DeviceID(tok)
-}
-
 // Key is the KV key of deviceID's twin record.
 func Key(deviceID string) string { return Token(deviceID) }
 

@@ -210,13 +210,6 @@ func toTri(v any, ok bool) tri {
 	return triFalse
 }
 
-func fromTri(t tri) (any, bool) {
-	if t == triUndef {
-		return nil, false
-	}
-	return t == triTrue, true
-}
-
 // primKind names the kind of a primitive, "" for anything else.
 func primKind(v any) string {
 	switch v.(type) {

@@ -175,11 +175,6 @@ func decodeTwin(b []byte) map[string]any {
 	return m
 }
 
-// matches checks the WHERE condition on one twin.
-func (pl *plan) matches(s *store, d *doc) bool {
-	return pl.q.Match(pl.sparse(s, d))
-}
-
 // planner turns a condition into candidate sets from the indexes.
 type planner struct {
 	s *store

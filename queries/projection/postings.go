@@ -44,14 +44,6 @@ func (p *postings) len() int {
 	return len(p.ids)
 }
 
-func (p *postings) contains(id docID) bool {
-	if p.bits != nil {
-		return p.bits.contains(id)
-	}
-	_, ok := slices.BinarySearch(p.ids, id)
-	return ok
-}
-
 // add inserts id; universe is the size of the id space, for choosing the form.
 func (p *postings) add(id docID, universe int) {
 	if p.bits != nil {

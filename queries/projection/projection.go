@@ -215,23 +215,6 @@ func (p *Projection) load(changes []change) {
 	close(p.loaded)
 }
 
-// parallel calls fn(0) … fn(n-1) on every core.
-func parallel(n int, fn func(i int)) {
-	workers := runtime.GOMAXPROCS(0)
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Add(1)
-		// Handles w, w+workers, …; exits when done.
-		go func() {
-			defer wg.Done()
-			for i := w; i < n; i += workers {
-				fn(i)
-			}
-		}()
-	}
-	wg.Wait()
-}
-
 func compareRev(a, b uint64) int {
 	switch {
 	case a < b:
