@@ -18,6 +18,7 @@ type processorMetrics struct {
 	events       prometheus.Counter
 	rollForwards prometheus.Counter
 	casConflicts prometheus.Counter
+	batchSize    prometheus.Histogram
 }
 
 func newProcessorMetrics(reg prometheus.Registerer, js jetstream.JetStream, partitions int) *processorMetrics {
@@ -44,6 +45,11 @@ func newProcessorMetrics(reg prometheus.Registerer, js jetstream.JetStream, part
 		casConflicts: f.NewCounter(prometheus.CounterOpts{
 			Namespace: "twinhub", Subsystem: "pipeline", Name: "record_conflicts_total",
 			Help: "Twin record writes retried because the record changed concurrently.",
+		}),
+		batchSize: f.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "twinhub", Subsystem: "pipeline", Name: "batch_commands",
+			Help:    "Commands applied together in one batch (at most one per partition).",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 11),
 		}),
 	}
 	for _, k := range []Kind{KindDeviceGet, KindPatchReported, KindPatchTwin, KindReplaceTwin, KindCreateDevice, KindUpdateDevice, KindDeleteDevice, KindConnection} {

@@ -63,7 +63,9 @@ func (c *ProcessorConfig) defaults() {
 
 // Processor applies commands to twin records. It runs one Watermill handler
 // per command partition; each handler holds one command at a time, so the
-// commands of a device are applied in the order they were stored.
+// commands of a device are applied in the order they were stored. The
+// handlers hand their commands to one batch loop, which applies the
+// commands of all partitions that are waiting together (see runBatches).
 //
 // Applying a command that changes the twin is: read the record, compute the
 // new record and its change event, publish the event with the record's last
@@ -82,6 +84,10 @@ type Processor struct {
 	log     *slog.Logger
 	metrics *processorMetrics
 	cache   *recordCache
+	// jobs carries commands from the partition handlers to the batch loop;
+	// batchesDone is closed when the loop has stopped.
+	jobs        chan *job
+	batchesDone chan struct{}
 }
 
 // NewProcessor builds the processor. nc carries replies and events; subConn
@@ -91,7 +97,9 @@ func NewProcessor(ctx context.Context, cfg ProcessorConfig, nc, subConn *nats.Co
 	if err := cfg.Topology.Validate(); err != nil {
 		return nil, err
 	}
-	js, err := jetstream.New(nc)
+	// The batch loop publishes asynchronously; a lost acknowledgement
+	// must end its wait before the command's ack wait runs out.
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(cfg.Topology.AckWait/2))
 	if err != nil {
 		return nil, fmt.Errorf("opening JetStream: %w", err)
 	}
@@ -126,7 +134,8 @@ func NewProcessor(ctx context.Context, cfg ProcessorConfig, nc, subConn *nats.Co
 	if err != nil {
 		return nil, fmt.Errorf("creating command subscriber: %w", err)
 	}
-	p := &Processor{cfg: cfg, js: js, nc: nc, store: store, events: events, router: router, log: log}
+	p := &Processor{cfg: cfg, js: js, nc: nc, store: store, events: events, router: router, log: log,
+		jobs: make(chan *job, cfg.Topology.Partitions), batchesDone: make(chan struct{})}
 	if cfg.CacheSize > 0 {
 		p.cache = newRecordCache(cfg.CacheSize)
 	}
@@ -148,6 +157,17 @@ func partitionConsumer(ctx context.Context, js jetstream.JetStream, topic string
 // Run processes commands until ctx ends, then lets the commands in flight
 // finish (up to CloseTimeout) and returns.
 func (p *Processor) Run(ctx context.Context) error {
+	stopBatches := make(chan struct{})
+	// Exits when stopBatches is closed, after the router (and so every
+	// handler waiting for it) has stopped.
+	go func() {
+		defer close(p.batchesDone)
+		p.runBatches(stopBatches)
+	}()
+	defer func() {
+		close(stopBatches)
+		<-p.batchesDone
+	}()
 	errc := make(chan error, 1)
 	// Exits when the router is closed below.
 	go func() { errc <- p.router.Run(context.WithoutCancel(ctx)) }()
@@ -202,20 +222,16 @@ func (p *Processor) handle(msg *message.Message) error {
 		p.metrics.commands.WithLabelValues("unknown", "malformed").Inc()
 		return nil
 	}
-	// Not cancelled with the subscription: a command being applied when the
-	// processor closes is finished, not abandoned halfway.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(msg.Context()), p.cfg.Topology.AckWait/2)
-	defer cancel()
-	res, outcome, err := p.apply(ctx, cmd)
-	if err != nil {
-		p.log.Error("applying command failed; it will be retried", "kind", cmd.Kind, "device", cmd.DeviceID, "command", cmd.ID, "err", err)
+	j := p.submitJob(cmd)
+	if j.err != nil {
+		p.log.Error("applying command failed; it will be retried", "kind", cmd.Kind, "device", cmd.DeviceID, "command", cmd.ID, "err", j.err)
 		p.metrics.commands.WithLabelValues(string(cmd.Kind), "error").Inc()
-		return err
+		return j.err
 	}
-	p.metrics.commands.WithLabelValues(string(cmd.Kind), outcome).Inc()
+	p.metrics.commands.WithLabelValues(string(cmd.Kind), j.outcome).Inc()
 	p.metrics.duration.WithLabelValues(string(cmd.Kind)).Observe(time.Since(start).Seconds())
 	if reply := msg.Metadata.Get(ReplyHeader); reply != "" {
-		b, _ := json.Marshal(res)
+		b, _ := json.Marshal(j.res)
 		if err := p.nc.Publish(reply, b); err != nil {
 			// The change is durable; only the requester misses its answer.
 			p.log.Warn("sending a command result failed", "command", cmd.ID, "err", err)
@@ -231,14 +247,14 @@ type change struct {
 	ev   *Event
 }
 
-// apply runs one command to completion. The outcome names the metric label:
-// applied, rejected, read or duplicate.
-func (p *Processor) apply(ctx context.Context, cmd Command) (Result, string, error) {
+// apply runs one command to completion, alone: the batch loop's way for
+// every command that needs more than the plain case. The outcome names the
+// metric label: applied, rejected, read or duplicate. published says the
+// command's event was stored already (by the batch): if the command is
+// then found applied (its record write lost a race and the record was
+// rolled forward), it was still applied here, not a duplicate.
+func (p *Processor) apply(ctx context.Context, cmd Command, published bool) (Result, string, error) {
 	const attempts = 4
-	// published is set once this call stored the command's event: if a
-	// later attempt then finds the command applied (its record write lost a
-	// race and the record was rolled forward), it was still applied here.
-	published := false
 	for range attempts {
 		// Writes may start from the cache: the compare-and-swap catches a
 		// stale entry. Reads must not, or another instance's change would
@@ -317,16 +333,11 @@ func lastSeq(rec *Record) uint64 {
 }
 
 func (p *Processor) publishEvent(ctx context.Context, ev *Event, expect uint64) (uint64, error) {
-	data, err := json.Marshal(ev)
+	msg, err := eventMsg(ev)
 	if err != nil {
-		return 0, fmt.Errorf("BUG: encoding event: %w", err)
+		return 0, err
 	}
-	msg := &nats.Msg{Subject: topology.EventSubject(ev.DeviceID), Data: data,
-		Header: nats.Header{SectionsHeader: []string{ev.Patch.sections()}}}
-	ack, err := p.js.PublishMsg(ctx, msg,
-		jetstream.WithMsgID(eventMsgID(ev)),
-		jetstream.WithExpectStream(topology.EventStream),
-		jetstream.WithExpectLastSequencePerSubject(expect))
+	ack, err := p.js.PublishMsg(ctx, msg, eventPublishOpts(ev, expect)...)
 	if isWrongLastSeq(err) {
 		return 0, errEventConflict
 	}

@@ -65,32 +65,32 @@ func (n *Notifier) Run(ctx context.Context) error {
 
 func (n *Notifier) handle(msg jetstream.Msg) {
 	if h := msg.Headers().Get(pipeline.SectionsHeader); h != "" && !strings.Contains(h, "desired") {
-		_ = msg.Ack() // no desired change: nothing to decode
+		n.settle(msg.Ack) // no desired change: nothing to decode
 		return
 	}
 	log := n.svc.log
 	var ev pipeline.Event
 	if err := json.Unmarshal(msg.Data(), &ev); err != nil {
 		log.Warn("skipping an undecodable change event", "subject", msg.Subject(), "err", err)
-		_ = msg.Term()
+		n.settle(msg.Term)
 		return
 	}
 	desired := ev.Patch.Desired()
 	if desired == nil || (ev.Op != pipeline.OpUpdateTwin && ev.Op != pipeline.OpReplaceTwin) {
-		_ = msg.Ack()
+		n.settle(msg.Ack)
 		return
 	}
 	patch, err := twin.ParseObject(desired)
 	if err != nil {
 		log.Warn("skipping a change event with an unreadable desired patch", "device", ev.DeviceID, "err", err)
-		_ = msg.Term()
+		n.settle(msg.Term)
 		return
 	}
 	body := twin.DesiredNotification(patch, ev.DesiredVersion)
 	if err := n.svc.pub.PublishToDevice(DesiredTopic(ev.DeviceID, ev.DesiredVersion), body, 1); err != nil {
 		n.svc.metrics.notifications.WithLabelValues("error").Inc()
 		log.Warn("forwarding a desired change failed; will retry", "device", ev.DeviceID, "err", err, slog.Int64("version", ev.DesiredVersion))
-		_ = msg.Nak()
+		n.settle(msg.Nak)
 		return
 	}
 	// Devices on Azure's topics all subscribe to the same desired topic, so
@@ -99,5 +99,14 @@ func (n *Notifier) handle(msg jetstream.Msg) {
 		log.Warn("forwarding a desired change to an Azure device failed", "device", ev.DeviceID, "err", err)
 	}
 	n.svc.metrics.notifications.WithLabelValues("sent").Inc()
-	_ = msg.Ack()
+	n.settle(msg.Ack)
+}
+
+// settle acknowledges (or naks, or terms) a change event on the shared
+// durable consumer. The ordered consumer of the embedded case takes no
+// acknowledgements, so it is sent none: one publish less per change event.
+func (n *Notifier) settle(ack func() error) {
+	if n.shared {
+		_ = ack()
+	}
 }

@@ -107,6 +107,11 @@ type benchReport struct {
 	QoS      int       `json:"qos"`
 	Stats    []*stat   `json:"results"`
 	Notes    []string  `json:"notes,omitempty"`
+	// HubCPUMicros is the hub's CPU time per acknowledged reported update;
+	// HubPeakRSSMiB its largest resident memory over the run. Against an
+	// embedded hub both are the bench process's (hub and load generator).
+	HubCPUMicros  float64 `json:"hub_cpu_us_per_update,omitempty"`
+	HubPeakRSSMiB float64 `json:"hub_peak_rss_mib,omitempty"`
 }
 
 func cmdBench(ctx context.Context, args []string) error {
@@ -208,6 +213,24 @@ func runBench(ctx context.Context, c benchConfig) error {
 	if err != nil {
 		return err
 	}
+	var peakRSS atomic.Int64
+	rssCtx, stopRSS := context.WithCancel(ctx)
+	defer stopRSS()
+	// Samples the hub's memory until stopRSS.
+	go func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			if v, ok := scrapeGauge(api.base, "process_resident_memory_bytes"); ok && int64(v) > peakRSS.Load() {
+				peakRSS.Store(int64(v))
+			}
+			select {
+			case <-rssCtx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
 
 	ids := make([]string, c.devices)
 	for i := range ids {
@@ -246,7 +269,11 @@ func runBench(ctx context.Context, c benchConfig) error {
 	}()
 
 	fmt.Fprintf(out, "reported updates from %d devices for %s …\n", c.devices, c.duration)
+	cpu0, cpuOK := scrapeGauge(api.base, "process_cpu_seconds_total")
 	reported, event, row, mqttGet, httpGet := benchReported(ctx, c, devs, api, nc, out)
+	if cpu1, ok := scrapeGauge(api.base, "process_cpu_seconds_total"); ok && cpuOK && reported.Count > 0 {
+		rep.HubCPUMicros = (cpu1 - cpu0) / float64(reported.Count) * 1e6
+	}
 	rep.Stats = append(rep.Stats, reported, event)
 	if row.Count > 0 {
 		rep.Stats = append(rep.Stats, row)
@@ -278,10 +305,17 @@ func runBench(ctx context.Context, c benchConfig) error {
 			f.Close()
 		}
 	}
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
+	stopRSS()
+	rep.HubPeakRSSMiB = float64(peakRSS.Load()) / (1 << 20)
+	whose := "the hub's"
 	if c.embedded {
-		rep.Notes = append(rep.Notes, fmt.Sprintf("process memory (hub and load generator, Go runtime Sys): %d MiB", ms.Sys>>20))
+		whose = "the bench process's (hub and load generator together)"
+	}
+	if rep.HubCPUMicros > 0 {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("CPU per reported update: %.0f µs, %s process_cpu_seconds_total over the reported phase", rep.HubCPUMicros, whose))
+	}
+	if rep.HubPeakRSSMiB > 0 {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("peak resident memory: %.0f MiB, %s process_resident_memory_bytes, sampled every second", rep.HubPeakRSSMiB, whose))
 	}
 	printReport(out, rep)
 	if c.jsonOut != "" {

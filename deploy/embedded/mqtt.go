@@ -19,6 +19,11 @@ type BrokerConfig struct {
 	TLS     *tls.Config
 	// MaxPacketSize bounds an MQTT packet (default 256 KiB); a larger one closes the connection.
 	MaxPacketSize uint32
+	// MaxPendingWrites bounds the packets queued for one client (default
+	// 256); beyond it the broker drops QoS 0 packets to that client and
+	// counts them. mochi's own default of 8,192 costs 64 KiB per connection
+	// whether used or not: 640 MiB for 10,000 devices.
+	MaxPendingWrites int32
 	// AllowAnonymous lets every client connect; only for --auth=false.
 	AllowAnonymous bool
 	Logger         *slog.Logger
@@ -40,11 +45,15 @@ func StartBroker(cfg BrokerConfig, hooks ...mqtt.Hook) (*Broker, error) {
 	if cfg.MaxPacketSize == 0 {
 		cfg.MaxPacketSize = 256 << 10
 	}
+	if cfg.MaxPendingWrites == 0 {
+		cfg.MaxPendingWrites = 256
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumPacketSize = cfg.MaxPacketSize
+	caps.MaximumClientWritesPending = cfg.MaxPendingWrites
 	srv := mqtt.New(&mqtt.Options{
 		InlineClient: true,
 		Capabilities: caps,

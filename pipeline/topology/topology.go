@@ -198,6 +198,11 @@ func EventSubject(deviceID string) string {
 // Key is the KV key of deviceID's twin record.
 func Key(deviceID string) string { return Token(deviceID) }
 
+// KeySubject is the subject that stores deviceID's twin record in the KV
+// bucket: a publish to it that expects the subject's last sequence is a
+// compare-and-swap of the record, as KeyValue.Update does.
+func KeySubject(deviceID string) string { return "$KV." + TwinBucket + "." + Key(deviceID) }
+
 // Ensure creates or updates the streams, the KV bucket and the partition
 // consumers. It is safe to call from every instance at every start.
 func Ensure(ctx context.Context, js jetstream.JetStream, cfg Config) error {

@@ -1,0 +1,269 @@
+package pipeline
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/twinhub/twinhub/pipeline/topology"
+)
+
+// job is one command handed from its partition's handler to the batch loop.
+// The loop fills in the result and closes done.
+type job struct {
+	cmd  Command
+	done chan struct{}
+
+	res     Result
+	outcome string
+	err     error
+}
+
+// batchItem is a job's progress through one batch.
+type batchItem struct {
+	job    *job
+	rec    *Record
+	rev    uint64
+	cached bool
+	ch     *change
+	// published is set once the job's change event is stored.
+	published bool
+	// slow sends the job through apply, one command at a time, after the
+	// batch: a cache entry to re-check, a conflict to resolve, an error to retry.
+	slow  bool
+	evAck jetstream.PubAckFuture
+	kvAck jetstream.PubAckFuture
+}
+
+// runBatches applies the commands the partition handlers hand it, many at a
+// time, until stop is closed. Every partition consumer has at most one
+// command in flight (MaxAckPending 1), so the commands of one batch come
+// from different partitions and therefore belong to different devices:
+// they are independent, and their change events and record writes can be
+// published together and their acknowledgements awaited together. That
+// turns two JetStream round trips per command into two per batch.
+//
+// A batch takes whatever is waiting when the previous one finishes, so it
+// grows with the load and adds no delay when the hub is idle.
+func (p *Processor) runBatches(stop <-chan struct{}) {
+	max := p.cfg.Topology.Partitions
+	batch := make([]*job, 0, max)
+	for {
+		select {
+		case j := <-p.jobs:
+			batch = append(batch[:0], j)
+		case <-stop:
+			return
+		}
+	gather:
+		for len(batch) < max {
+			select {
+			case j := <-p.jobs:
+				batch = append(batch, j)
+			default:
+				break gather
+			}
+		}
+		p.metrics.batchSize.Observe(float64(len(batch)))
+		p.applyBatch(batch)
+		for _, j := range batch {
+			close(j.done)
+		}
+	}
+}
+
+// applyBatch runs a batch of commands for distinct devices to completion:
+// decide each on its record, publish the change events, wait for them,
+// publish the record writes (compare-and-swap on the record's revision),
+// wait for them. A command that meets anything but the plain case (a
+// rejection decided on a cached record, an event or record conflict, an
+// error) finishes in apply, which resolves it exactly as a lone command.
+func (p *Processor) applyBatch(jobs []*job) {
+	// Not cancelled by shutdown: a batch being applied is finished, not
+	// abandoned halfway.
+	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.Topology.AckWait/2)
+	defer cancel()
+	items := make([]batchItem, len(jobs))
+	for i, j := range jobs {
+		it := &items[i]
+		it.job = j
+		p.decideItem(ctx, it)
+	}
+	for i := range items {
+		it := &items[i]
+		if it.evAck == nil {
+			continue
+		}
+		ack, err := awaitAck(ctx, it.evAck)
+		switch {
+		case err == nil && !ack.Duplicate:
+			it.published = true
+			it.ch.next.LastEventSeq = ack.Sequence
+			p.metrics.events.Inc()
+		case err != nil && !isWrongLastSeq(err) && ctx.Err() == nil:
+			p.log.Warn("publishing a change event failed; retrying it alone", "device", it.job.cmd.DeviceID, "err", err)
+			fallthrough
+		default:
+			// A conflict (or a duplicate: stored before under the same ID)
+			// means the record is behind its events; apply rolls it forward.
+			p.cache.drop(it.job.cmd.DeviceID)
+			it.slow = true
+		}
+	}
+	for i := range items {
+		it := &items[i]
+		if it.ch == nil || it.slow {
+			continue
+		}
+		if fut, err := p.saveAsync(it.job.cmd.DeviceID, it.ch.next, it.rev); err != nil {
+			it.slow = true
+		} else {
+			it.kvAck = fut
+		}
+	}
+	for i := range items {
+		it := &items[i]
+		if it.kvAck == nil {
+			continue
+		}
+		ack, err := awaitAck(ctx, it.kvAck)
+		if err != nil {
+			p.cache.drop(it.job.cmd.DeviceID)
+			if isWrongLastSeq(err) {
+				p.metrics.casConflicts.Inc()
+			}
+			it.slow = true
+			continue
+		}
+		p.cache.put(it.job.cmd.DeviceID, it.ch.next, ack.Sequence)
+		it.job.res, it.job.outcome = answer(it.job.cmd, it.ch.next), "applied"
+	}
+	for i := range items {
+		if it := &items[i]; it.slow {
+			// Each on its own deadline: the batch's may be spent.
+			sctx, scancel := context.WithTimeout(context.Background(), p.cfg.Topology.AckWait/2)
+			it.job.res, it.job.outcome, it.job.err = p.apply(sctx, it.job.cmd, it.published)
+			scancel()
+		}
+	}
+}
+
+// decideItem reads the item's record (from the cache for writes) and
+// decides its command. A read or rejection completes the job; a change
+// starts publishing its event; anything else marks the item slow.
+func (p *Processor) decideItem(ctx context.Context, it *batchItem) {
+	cmd := it.job.cmd
+	rec, rev, cached := p.cache.get(cmd.DeviceID)
+	if cmd.Kind == KindDeviceGet {
+		cached = false // reads see other instances' changes: from the bucket
+	}
+	if !cached {
+		var err error
+		if rec, rev, err = p.store.load(ctx, cmd.DeviceID); err != nil {
+			it.slow = true
+			return
+		}
+		if rec != nil {
+			p.cache.put(cmd.DeviceID, rec, rev)
+		}
+	}
+	it.rec, it.rev, it.cached = rec, rev, cached
+	if rec != nil && rec.applied(cmd.ID) {
+		it.job.res, it.job.outcome = answer(cmd, rec), "duplicate"
+		return
+	}
+	ch, res := decide(cmd, rec, p.cfg.Now())
+	if ch == nil {
+		switch {
+		case res.OK():
+			it.job.res, it.job.outcome = res, "read"
+		case cached:
+			it.slow = true // decide the rejection again on the stored record
+		default:
+			it.job.res, it.job.outcome = res, "rejected"
+		}
+		return
+	}
+	it.ch = ch
+	if ch.ev == nil {
+		return
+	}
+	fut, err := p.publishEventAsync(ch.ev, lastSeq(rec))
+	if err != nil {
+		it.slow = true
+		return
+	}
+	it.evAck = fut
+}
+
+// awaitAck waits for an asynchronous publish's acknowledgement.
+func awaitAck(ctx context.Context, fut jetstream.PubAckFuture) (*jetstream.PubAck, error) {
+	select {
+	case ack := <-fut.Ok():
+		return ack, nil
+	case err := <-fut.Err():
+		return nil, err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// eventMsg is a change event as a message for the device's event subject.
+func eventMsg(ev *Event) (*nats.Msg, error) {
+	data, err := json.Marshal(ev)
+	if err != nil {
+		return nil, fmt.Errorf("BUG: encoding event: %w", err)
+	}
+	return &nats.Msg{Subject: topology.EventSubject(ev.DeviceID), Data: data,
+		Header: nats.Header{SectionsHeader: []string{ev.Patch.sections()}}}, nil
+}
+
+// eventPublishOpts make an event publish idempotent (its message ID) and
+// ordered (it must follow the device's event at sequence expect).
+func eventPublishOpts(ev *Event, expect uint64) []jetstream.PublishOpt {
+	return []jetstream.PublishOpt{
+		jetstream.WithMsgID(eventMsgID(ev)),
+		jetstream.WithExpectStream(topology.EventStream),
+		jetstream.WithExpectLastSequencePerSubject(expect),
+	}
+}
+
+func (p *Processor) publishEventAsync(ev *Event, expect uint64) (jetstream.PubAckFuture, error) {
+	msg, err := eventMsg(ev)
+	if err != nil {
+		return nil, err
+	}
+	return p.js.PublishMsgAsync(msg, eventPublishOpts(ev, expect)...)
+}
+
+// saveAsync writes rec as the device's record if the key is still at
+// revision rev (0: it must not exist), as Store.save does, without waiting:
+// a KV update is a publish to the key's subject that expects the key's last
+// sequence, which is its revision.
+func (p *Processor) saveAsync(deviceID string, rec *Record, rev uint64) (jetstream.PubAckFuture, error) {
+	b, err := rec.encode()
+	if err != nil {
+		return nil, fmt.Errorf("BUG: encoding twin record of %s: %w", deviceID, err)
+	}
+	msg := &nats.Msg{Subject: topology.KeySubject(deviceID), Data: b, Header: nats.Header{}}
+	return p.js.PublishMsgAsync(msg, jetstream.WithExpectLastSequencePerSubject(rev))
+}
+
+var errBatchStopped = errors.New("the twin processor is stopping")
+
+// submitJob hands cmd to the batch loop and waits for its result.
+func (p *Processor) submitJob(cmd Command) *job {
+	j := &job{cmd: cmd, done: make(chan struct{})}
+	select {
+	case p.jobs <- j:
+	case <-p.batchesDone:
+		j.err = errBatchStopped
+		return j
+	}
+	<-j.done
+	return j
+}
