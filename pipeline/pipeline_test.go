@@ -3,6 +3,7 @@ package pipeline_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"os"
 	"testing"
@@ -24,6 +25,7 @@ type hub struct {
 	js     jetstream.JetStream
 	client *pipeline.Client
 	store  *pipeline.Store
+	reg    *prometheus.Registry
 	stop   func()
 }
 
@@ -58,7 +60,8 @@ func startHub(t *testing.T, dir string, topo topology.Config) *hub {
 	if err != nil {
 		t.Fatal(err)
 	}
-	proc, err := pipeline.NewProcessor(ctx, pipeline.ProcessorConfig{Topology: topo, Logger: log}, nc, subConn, prometheus.NewRegistry())
+	reg := prometheus.NewRegistry()
+	proc, err := pipeline.NewProcessor(ctx, pipeline.ProcessorConfig{Topology: topo, Logger: log}, nc, subConn, reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +69,7 @@ func startHub(t *testing.T, dir string, topo topology.Config) *hub {
 	done := make(chan error, 1)
 	go func() { done <- proc.Run(pctx) }()
 	<-proc.Running()
-	h := &hub{ns: ns, js: js, client: client, store: store}
+	h := &hub{ns: ns, js: js, client: client, store: store, reg: reg}
 	stopped := false
 	h.stop = func() {
 		if stopped {
@@ -132,6 +135,9 @@ func (h *hub) events(t *testing.T, deviceID string) []pipeline.Event {
 			t.Fatal(err)
 		}
 		out = append(out, ev)
+		if md, err := m.Metadata(); err == nil && md.NumPending == 0 {
+			return out // the device's last event so far
+		}
 	}
 }
 
@@ -281,5 +287,158 @@ func TestStaleCacheDoesNotRejectAfterAnotherWriter(t *testing.T) {
 	res := h.do(t, pipeline.Command{Kind: pipeline.KindPatchTwin, DeviceID: "shared", IfMatch: `"` + other.ETag() + `"`, Body: []byte(`{"tags":{"c":3}}`)})
 	if res.Status != 200 {
 		t.Fatalf("PATCH with the current etag: %+v", res)
+	}
+}
+
+// TestBatchedCommandsKeepEachDeviceInOrder has 48 devices on 16 partitions
+// send 15 reported patches each, all at once, so the processor applies them
+// in batches. Every patch must be answered with the next $version, and every
+// device's change events must carry its patches in the order it sent them,
+// versions without gaps; and batches of more than one command must have run.
+func TestBatchedCommandsKeepEachDeviceInOrder(t *testing.T) {
+	h := startHub(t, t.TempDir(), topology.Config{Partitions: 16})
+	const devices, patches = 48, 15
+	for d := range devices {
+		h.do(t, pipeline.Command{Kind: pipeline.KindCreateDevice, DeviceID: fmt.Sprintf("b%02d", d)})
+	}
+	errs := make(chan error, devices)
+	for d := range devices {
+		// Exits after its device's patches.
+		go func() {
+			id := fmt.Sprintf("b%02d", d)
+			for n := 1; n <= patches; n++ {
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				res, err := h.client.Do(ctx, pipeline.Command{Kind: pipeline.KindPatchReported, DeviceID: id,
+					Body: []byte(fmt.Sprintf(`{"n":%d}`, n))})
+				cancel()
+				if err == nil && (res.Status != 204 || res.Version != int64(n+1)) {
+					err = fmt.Errorf("%s patch %d: %+v, want 204 with reported version %d", id, n, res, n+1)
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range devices {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for d := range devices {
+		id := fmt.Sprintf("b%02d", d)
+		evs := h.events(t, id)
+		if len(evs) != patches+1 {
+			t.Fatalf("%s: %d events, want %d", id, len(evs), patches+1)
+		}
+		for i, ev := range evs[1:] {
+			want := fmt.Sprintf(`{"n":%d}`, i+1)
+			if ev.Version != int64(i+3) || string(ev.Patch.Reported()) != want {
+				t.Fatalf("%s event %d: version %d, patch %s; want version %d, patch %s", id, i, ev.Version, ev.Patch.Reported(), i+3, want)
+			}
+		}
+	}
+	sum, count := histogramSumCount(t, h.reg, "twinhub_pipeline_batch_commands")
+	if count == 0 || sum <= count {
+		t.Fatalf("%v commands in %v batches: no batch held more than one command", sum, count)
+	}
+	t.Logf("%v commands in %v batches", sum, count)
+}
+
+func histogramSumCount(t *testing.T, reg *prometheus.Registry, name string) (sum, count float64) {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			h := mf.GetMetric()[0].GetHistogram()
+			return h.GetSampleSum(), float64(h.GetSampleCount())
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0, 0
+}
+
+// TestTwoProcessorsShareThePartitions runs a second processor on the same
+// NATS, as a second instance would: the partitions' commands go to either,
+// so each one's record cache goes stale under the other's writes and its
+// batches meet event-sequence and record conflicts. Every device's patches
+// must still be applied once each, in order, and both must have worked.
+func TestTwoProcessorsShareThePartitions(t *testing.T) {
+	h := startHub(t, t.TempDir(), topology.Config{Partitions: 4})
+	nc, err := h.ns.Connect("second")
+	if err != nil {
+		t.Fatal(err)
+	}
+	subConn, err := h.ns.Connect("second-sub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg2 := prometheus.NewRegistry()
+	proc2, err := pipeline.NewProcessor(context.Background(), pipeline.ProcessorConfig{Topology: topology.Config{Partitions: 4}}, nc, subConn, reg2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	// Runs until cancel below.
+	go func() { done <- proc2.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+		nc.Close()
+	}()
+	<-proc2.Running()
+
+	const devices, patches = 8, 40
+	for d := range devices {
+		h.do(t, pipeline.Command{Kind: pipeline.KindCreateDevice, DeviceID: fmt.Sprintf("s%d", d)})
+	}
+	errs := make(chan error, devices)
+	for d := range devices {
+		// Exits after its device's patches.
+		go func() {
+			id := fmt.Sprintf("s%d", d)
+			for n := 1; n <= patches; n++ {
+				cctx, ccancel := context.WithTimeout(context.Background(), 20*time.Second)
+				res, err := h.client.Do(cctx, pipeline.Command{Kind: pipeline.KindPatchReported, DeviceID: id,
+					Body: []byte(fmt.Sprintf(`{"n":%d}`, n))})
+				ccancel()
+				if err == nil && (res.Status != 204 || res.Version != int64(n+1)) {
+					err = fmt.Errorf("%s patch %d: %+v, want 204 with reported version %d", id, n, res, n+1)
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range devices {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for d := range devices {
+		id := fmt.Sprintf("s%d", d)
+		evs := h.events(t, id)
+		if len(evs) != patches+1 {
+			t.Fatalf("%s: %d events, want %d", id, len(evs), patches+1)
+		}
+		for i, ev := range evs[1:] {
+			if want := fmt.Sprintf(`{"n":%d}`, i+1); ev.Version != int64(i+3) || string(ev.Patch.Reported()) != want {
+				t.Fatalf("%s event %d: version %d, patch %s; want version %d, patch %s", id, i, ev.Version, ev.Patch.Reported(), i+3, want)
+			}
+		}
+	}
+	_, second := histogramSumCount(t, reg2, "twinhub_pipeline_batch_commands")
+	_, first := histogramSumCount(t, h.reg, "twinhub_pipeline_batch_commands")
+	if first == 0 || second == 0 {
+		t.Fatalf("batches: %v on the first processor, %v on the second; both should have worked", first, second)
 	}
 }
