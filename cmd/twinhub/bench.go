@@ -435,6 +435,12 @@ func dialFleet(ctx context.Context, c benchConfig, ids, keys []string) ([]*mqttb
 	return devs, nil
 }
 
+// getPause separates the GETs measured under load (over MQTT and over HTTP,
+// one at a time each): about 20 of each per second, a sample of latency that
+// takes little from the load it measures (a GET costs the hub about as much
+// CPU as a reported update).
+const getPause = 50 * time.Millisecond
+
 // pacer hands out send slots at a fixed rate (or unlimited when rate is 0).
 type pacer struct {
 	start    time.Time
@@ -473,7 +479,12 @@ func benchReported(ctx context.Context, c benchConfig, devs []*mqttbridge.Device
 	mqttGet = &stat{Name: "twin GET over MQTT, under load"}
 	httpGet = &stat{Name: "twin GET over HTTP, under load"}
 
-	track := &eventTracker{sent: map[patchKey]time.Time{}, event: event, row: row}
+	// Rows are sampled only when the hub keeps history (its sink reports a
+	// committed sequence).
+	_, history := scrapeGauge(api.base, "twinhub_history_committed_sequence")
+	track := &eventTracker{sent: map[patchKey]time.Time{}, event: event, row: row, sampleRows: history}
+	rowCtx, stopRows := context.WithCancel(ctx)
+	rowsDone := make(chan struct{})
 	if nc != nil {
 		stop, err := track.follow(ctx, nc)
 		if err != nil {
@@ -481,14 +492,16 @@ func benchReported(ctx context.Context, c benchConfig, devs []*mqttbridge.Device
 		} else {
 			defer stop()
 		}
+		// Follows the sink's acknowledged stream sequence; exits when rowCtx ends.
+		go func() {
+			defer close(rowsDone)
+			if history {
+				track.followRows(rowCtx, nc)
+			}
+		}()
+	} else {
+		close(rowsDone)
 	}
-	rowCtx, stopRows := context.WithCancel(ctx)
-	rowsDone := make(chan struct{})
-	// Follows the sink's committed stream sequence; exits when rowCtx ends.
-	go func() {
-		defer close(rowsDone)
-		track.followRows(rowCtx, api.base)
-	}()
 
 	pad := strings.Repeat("x", max(0, c.patchSize-60))
 	rctx, cancel := context.WithTimeout(ctx, c.duration)
@@ -537,7 +550,7 @@ func benchReported(ctx context.Context, c benchConfig, devs []*mqttbridge.Device
 				continue
 			}
 			mqttGet.add(time.Since(t0))
-			time.Sleep(10 * time.Millisecond)
+			time.Sleep(getPause)
 		}
 	}()
 	go func() {
@@ -549,7 +562,7 @@ func benchReported(ctx context.Context, c benchConfig, devs []*mqttbridge.Device
 				continue
 			}
 			httpGet.add(time.Since(t0))
-			time.Sleep(10 * time.Millisecond)
+			time.Sleep(getPause)
 		}
 	}()
 	// Progress, every 5 s.
@@ -600,6 +613,10 @@ type patchKey struct {
 // samples of them into publish → ClickHouse row latencies.
 type eventTracker struct {
 	event, row *stat
+
+	// sampleRows is set when the hub keeps history: then every 50th event
+	// waits in rows for its ClickHouse row.
+	sampleRows bool
 
 	mu      sync.Mutex
 	sent    map[patchKey]time.Time // publish time of each patch in flight
@@ -665,23 +682,32 @@ func (e *eventTracker) onEvent(m jetstream.Msg) {
 	}
 	delete(e.sent, k)
 	e.event.add(time.Since(t0))
-	if md, err := m.Metadata(); err == nil {
+	if md, err := m.Metadata(); err == nil && e.sampleRows {
 		if e.nEvents++; e.nEvents%50 == 0 {
 			e.rows = append(e.rows, pendingRow{md.Sequence.Stream, t0})
 		}
 	}
 }
 
-// followRows resolves sampled rows as the ClickHouse sink's committed
-// sequence (read from the hub's /metrics) passes them, until ctx ends.
-func (e *eventTracker) followRows(ctx context.Context, base string) {
+// followRows resolves sampled rows as the ClickHouse sink acknowledges
+// them, until ctx ends. The sink acknowledges a batch only after ClickHouse
+// accepted it, so its consumer's ack floor is the last stream sequence
+// ClickHouse has. (Reading it from the hub's /metrics instead would cost the
+// hub a full scrape, several milliseconds of CPU, twenty times a second.)
+func (e *eventTracker) followRows(ctx context.Context, nc *nats.Conn) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return
+	}
 	for ctx.Err() == nil {
-		if committed, ok := scrapeGauge(base, "twinhub_history_committed_sequence"); ok {
+		// Looking the consumer up fetches its state.
+		if c, err := js.Consumer(ctx, topology.EventStream, topology.HistoryConsumer); err == nil {
+			committed := c.CachedInfo().AckFloor.Stream
 			now := time.Now()
 			e.mu.Lock()
 			keep := e.rows[:0]
 			for _, r := range e.rows {
-				if uint64(committed) >= r.seq {
+				if committed >= r.seq {
 					e.row.add(now.Sub(r.t0))
 				} else {
 					keep = append(keep, r)
@@ -690,8 +716,7 @@ func (e *eventTracker) followRows(ctx context.Context, base string) {
 			e.rows = keep
 			e.mu.Unlock()
 		}
-		// A scrape also reads every partition consumer's state: not too often.
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
