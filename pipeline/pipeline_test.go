@@ -292,54 +292,11 @@ func TestStaleCacheDoesNotRejectAfterAnotherWriter(t *testing.T) {
 
 // TestBatchedCommandsKeepEachDeviceInOrder has 48 devices on 16 partitions
 // send 15 reported patches each, all at once, so the processor applies them
-// in batches. Every patch must be answered with the next $version, and every
-// device's change events must carry its patches in the order it sent them,
-// versions without gaps; and batches of more than one command must have run.
+// in batches: each device's patches stay in order (patchAllAtOnce), and
+// batches of more than one command must have run.
 func TestBatchedCommandsKeepEachDeviceInOrder(t *testing.T) {
 	h := startHub(t, t.TempDir(), topology.Config{Partitions: 16})
-	const devices, patches = 48, 15
-	for d := range devices {
-		h.do(t, pipeline.Command{Kind: pipeline.KindCreateDevice, DeviceID: fmt.Sprintf("b%02d", d)})
-	}
-	errs := make(chan error, devices)
-	for d := range devices {
-		// Exits after its device's patches.
-		go func() {
-			id := fmt.Sprintf("b%02d", d)
-			for n := 1; n <= patches; n++ {
-				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-				res, err := h.client.Do(ctx, pipeline.Command{Kind: pipeline.KindPatchReported, DeviceID: id,
-					Body: []byte(fmt.Sprintf(`{"n":%d}`, n))})
-				cancel()
-				if err == nil && (res.Status != 204 || res.Version != int64(n+1)) {
-					err = fmt.Errorf("%s patch %d: %+v, want 204 with reported version %d", id, n, res, n+1)
-				}
-				if err != nil {
-					errs <- err
-					return
-				}
-			}
-			errs <- nil
-		}()
-	}
-	for range devices {
-		if err := <-errs; err != nil {
-			t.Fatal(err)
-		}
-	}
-	for d := range devices {
-		id := fmt.Sprintf("b%02d", d)
-		evs := h.events(t, id)
-		if len(evs) != patches+1 {
-			t.Fatalf("%s: %d events, want %d", id, len(evs), patches+1)
-		}
-		for i, ev := range evs[1:] {
-			want := fmt.Sprintf(`{"n":%d}`, i+1)
-			if ev.Version != int64(i+3) || string(ev.Patch.Reported()) != want {
-				t.Fatalf("%s event %d: version %d, patch %s; want version %d, patch %s", id, i, ev.Version, ev.Patch.Reported(), i+3, want)
-			}
-		}
-	}
+	patchAllAtOnce(t, h, "b", 48, 15)
 	sum, count := histogramSumCount(t, h.reg, "twinhub_pipeline_batch_commands")
 	if count == 0 || sum <= count {
 		t.Fatalf("%v commands in %v batches: no batch held more than one command", sum, count)
@@ -394,20 +351,33 @@ func TestTwoProcessorsShareThePartitions(t *testing.T) {
 	}()
 	<-proc2.Running()
 
-	const devices, patches = 8, 40
+	patchAllAtOnce(t, h, "s", 8, 40)
+	_, second := histogramSumCount(t, reg2, "twinhub_pipeline_batch_commands")
+	_, first := histogramSumCount(t, h.reg, "twinhub_pipeline_batch_commands")
+	if first == 0 || second == 0 {
+		t.Fatalf("batches: %v on the first processor, %v on the second; both should have worked", first, second)
+	}
+}
+
+// patchAllAtOnce creates devices prefix0, prefix1, … and has each send its
+// patches {"n":1}, {"n":2}, … one after the other, all devices at once. Every
+// patch must be answered with the next reported $version, and each device's
+// change events must carry its patches in order, versions without gaps.
+func patchAllAtOnce(t *testing.T, h *hub, prefix string, devices, patches int) {
+	t.Helper()
 	for d := range devices {
-		h.do(t, pipeline.Command{Kind: pipeline.KindCreateDevice, DeviceID: fmt.Sprintf("s%d", d)})
+		h.do(t, pipeline.Command{Kind: pipeline.KindCreateDevice, DeviceID: fmt.Sprintf("%s%d", prefix, d)})
 	}
 	errs := make(chan error, devices)
 	for d := range devices {
 		// Exits after its device's patches.
 		go func() {
-			id := fmt.Sprintf("s%d", d)
+			id := fmt.Sprintf("%s%d", prefix, d)
 			for n := 1; n <= patches; n++ {
-				cctx, ccancel := context.WithTimeout(context.Background(), 20*time.Second)
-				res, err := h.client.Do(cctx, pipeline.Command{Kind: pipeline.KindPatchReported, DeviceID: id,
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				res, err := h.client.Do(ctx, pipeline.Command{Kind: pipeline.KindPatchReported, DeviceID: id,
 					Body: []byte(fmt.Sprintf(`{"n":%d}`, n))})
-				ccancel()
+				cancel()
 				if err == nil && (res.Status != 204 || res.Version != int64(n+1)) {
 					err = fmt.Errorf("%s patch %d: %+v, want 204 with reported version %d", id, n, res, n+1)
 				}
@@ -425,7 +395,7 @@ func TestTwoProcessorsShareThePartitions(t *testing.T) {
 		}
 	}
 	for d := range devices {
-		id := fmt.Sprintf("s%d", d)
+		id := fmt.Sprintf("%s%d", prefix, d)
 		evs := h.events(t, id)
 		if len(evs) != patches+1 {
 			t.Fatalf("%s: %d events, want %d", id, len(evs), patches+1)
@@ -435,10 +405,5 @@ func TestTwoProcessorsShareThePartitions(t *testing.T) {
 				t.Fatalf("%s event %d: version %d, patch %s; want version %d, patch %s", id, i, ev.Version, ev.Patch.Reported(), i+3, want)
 			}
 		}
-	}
-	_, second := histogramSumCount(t, reg2, "twinhub_pipeline_batch_commands")
-	_, first := histogramSumCount(t, h.reg, "twinhub_pipeline_batch_commands")
-	if first == 0 || second == 0 {
-		t.Fatalf("batches: %v on the first processor, %v on the second; both should have worked", first, second)
 	}
 }

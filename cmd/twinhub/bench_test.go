@@ -31,14 +31,8 @@ func TestBenchCommand(t *testing.T) {
 	if !strings.Contains(string(stdout), "reported update: publish → 204") || !strings.Contains(string(stdout), "ratio") {
 		t.Errorf("bench printed no table:\n%s", stdout)
 	}
-	rep := readBenchReport(t, out)
-	if rep.Devices != 5 || len(rep.Results) < 6 {
-		t.Fatalf("bench JSON: %+v", rep)
-	}
+	rep := readBenchReport(t, out, 5, 6)
 	for _, r := range rep.Results {
-		if r.Count == 0 || r.Errors != 0 {
-			t.Errorf("%s: %d samples, %d errors", r.Name, r.Count, r.Errors)
-		}
 		if strings.HasPrefix(r.Name, "reported update: publish → 204") && r.Ratio <= 0 {
 			t.Errorf("no ratio to the raw broker for %s", r.Name)
 		}
@@ -70,15 +64,7 @@ func TestBenchAgainstRunningHub(t *testing.T) {
 	if !strings.Contains(string(stdout), "the hub's process_cpu_seconds_total") {
 		t.Errorf("bench did not report the hub's own CPU:\n%s", stdout)
 	}
-	rep := readBenchReport(t, out)
-	if rep.Devices != 8 || len(rep.Results) < 5 {
-		t.Fatalf("bench JSON: %+v", rep)
-	}
-	for _, r := range rep.Results {
-		if r.Count == 0 || r.Errors != 0 {
-			t.Errorf("%s: %d samples, %d errors", r.Name, r.Count, r.Errors)
-		}
-	}
+	rep := readBenchReport(t, out, 8, 5)
 	// The hub idles between the bench's requests: it cannot have spent a
 	// whole second per update, and it holds more than a few MiB.
 	if rep.CPU <= 0 || rep.CPU > 1e6 || rep.RSS < 10 {
@@ -98,7 +84,10 @@ type benchReportJSON struct {
 	}
 }
 
-func readBenchReport(t *testing.T, path string) benchReportJSON {
+// readBenchReport reads a bench's JSON report and checks that it is for
+// devices devices, has at least results measurements, and that every one
+// has samples and no errors.
+func readBenchReport(t *testing.T, path string, devices, results int) benchReportJSON {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -107,6 +96,14 @@ func readBenchReport(t *testing.T, path string) benchReportJSON {
 	var rep benchReportJSON
 	if err := json.Unmarshal(b, &rep); err != nil {
 		t.Fatalf("bench JSON: %v\n%s", err, b)
+	}
+	if rep.Devices != devices || len(rep.Results) < results {
+		t.Fatalf("bench JSON: %s", b)
+	}
+	for _, r := range rep.Results {
+		if r.Count == 0 || r.Errors != 0 {
+			t.Errorf("%s: %d samples, %d errors", r.Name, r.Count, r.Errors)
+		}
 	}
 	return rep
 }

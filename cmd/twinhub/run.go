@@ -341,7 +341,9 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 	_ = httpSrv.Shutdown(shutdownCtx)
 	_ = httpsSrv.Shutdown(shutdownCtx)
 	if broker != nil {
-		_ = broker.Close()
+		if err := broker.Close(); err != nil {
+			log.Warn("stopping the MQTT broker", "err", err)
+		}
 	}
 	flushCtx, cancelFlush := context.WithTimeout(context.Background(), 5*time.Second)
 	if err := proc.Flush(flushCtx); err != nil {

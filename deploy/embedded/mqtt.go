@@ -4,10 +4,12 @@ import (
 	"crypto/tls"
 	"fmt"
 	"log/slog"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
 )
 
 // BrokerConfig configures the embedded MQTT broker.
@@ -24,6 +26,8 @@ type BrokerConfig struct {
 	// counts them. mochi's own default of 8,192 costs 64 KiB per connection
 	// whether used or not: 640 MiB for 10,000 devices.
 	MaxPendingWrites int32
+	// CloseTimeout bounds how long Close waits for the broker to stop (default 10 s).
+	CloseTimeout time.Duration
 	// AllowAnonymous lets every client connect; only for --auth=false.
 	AllowAnonymous bool
 	Logger         *slog.Logger
@@ -31,9 +35,10 @@ type BrokerConfig struct {
 
 // Broker is a running embedded mochi broker.
 type Broker struct {
-	Server *mqtt.Server
-	tcp    *listeners.TCP
-	tls    *listeners.TCP
+	Server       *mqtt.Server
+	tcp          *listeners.TCP
+	tls          *listeners.TCP
+	closeTimeout time.Duration
 }
 
 // StartBroker starts the broker with the given hooks (added in order) and
@@ -44,6 +49,9 @@ func StartBroker(cfg BrokerConfig, hooks ...mqtt.Hook) (*Broker, error) {
 	}
 	if cfg.MaxPacketSize == 0 {
 		cfg.MaxPacketSize = 256 << 10
+	}
+	if cfg.CloseTimeout == 0 {
+		cfg.CloseTimeout = 10 * time.Second
 	}
 	if cfg.MaxPendingWrites == 0 {
 		cfg.MaxPendingWrites = 256
@@ -57,7 +65,7 @@ func StartBroker(cfg BrokerConfig, hooks ...mqtt.Hook) (*Broker, error) {
 	srv := mqtt.New(&mqtt.Options{
 		InlineClient: true,
 		Capabilities: caps,
-		Logger:       cfg.Logger.With("component", "mqtt-broker"),
+		Logger:       slog.New(connectionEndLog{cfg.Logger.Handler()}).With("component", "mqtt-broker"),
 	})
 	if cfg.AllowAnonymous {
 		if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
@@ -83,7 +91,7 @@ func StartBroker(cfg BrokerConfig, hooks ...mqtt.Hook) (*Broker, error) {
 	if err := srv.Serve(); err != nil {
 		return nil, fmt.Errorf("starting the mqtt broker: %w", err)
 	}
-	return &Broker{Server: srv, tcp: tcp, tls: tlsl}, nil
+	return &Broker{Server: srv, tcp: tcp, tls: tlsl, closeTimeout: cfg.CloseTimeout}, nil
 }
 
 // Addr is the address the broker listens on.
@@ -98,4 +106,54 @@ func (b *Broker) TLSAddr() string {
 }
 
 // Close disconnects every client and stops the broker.
-func (b *Broker) Close() error { return b.Server.Close() }
+//
+// mochi's own Close can deadlock: closing a listener read-locks the client
+// list twice (Clients.GetByListener calls Len), and a client that connects
+// or disconnects in between queues a write lock that blocks the second read
+// lock forever (mochi-mqtt/server issue 488), and every other use of the
+// client list with it. Devices come and go all the time, so Close first
+// disconnects every client itself and waits until their sessions have
+// settled, leaving mochi's Close nothing to race with; and it gives up
+// waiting after CloseTimeout, so the rest of the shutdown (applying the
+// commands already stored) never hangs on the broker.
+func (b *Broker) Close() error {
+	done := make(chan error, 1)
+	// Ends when mochi's Close returns; left behind if the broker is deadlocked.
+	go func() {
+		for _, cl := range b.Server.Clients.GetAll() {
+			if !cl.Closed() {
+				_ = b.Server.DisconnectClient(cl, packets.ErrServerShuttingDown)
+			}
+		}
+		b.waitSettled(b.closeTimeout / 2)
+		done <- b.Server.Close()
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(b.closeTimeout):
+		return fmt.Errorf("the MQTT broker did not stop within %s (mochi's client-list deadlock, mochi-mqtt/server issue 488); shutting down without it", b.closeTimeout)
+	}
+}
+
+// waitSettled waits until every client's connection has ended and the
+// client list has stopped changing (a disconnected client leaves it after
+// its disconnect hooks ran), or until max has passed.
+func (b *Broker) waitSettled(max time.Duration) {
+	deadline := time.Now().Add(max)
+	last := -1
+	for time.Now().Before(deadline) {
+		clients := b.Server.Clients.GetAll()
+		open := 0
+		for _, cl := range clients {
+			if !cl.Closed() {
+				open++
+			}
+		}
+		if open == 0 && len(clients) == last {
+			return
+		}
+		last = len(clients)
+		time.Sleep(50 * time.Millisecond)
+	}
+}
