@@ -407,3 +407,40 @@ func patchAllAtOnce(t *testing.T, h *hub, prefix string, devices, patches int) {
 		}
 	}
 }
+
+// TestCommandStreamKeepsOneMessage: the processor keeps one message on the
+// keep subject in the command stream (so the work queue's newest block never
+// empties) and only one, however long it runs; the partitions never see it.
+func TestCommandStreamKeepsOneMessage(t *testing.T) {
+	h := startHub(t, t.TempDir(), topology.Config{Partitions: 4})
+	h.do(t, pipeline.Command{Kind: pipeline.KindCreateDevice, DeviceID: "k1"})
+	ctx := context.Background()
+	s, err := h.js.Stream(ctx, topology.CommandStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := func() jetstream.StreamState {
+		info, err := s.Info(ctx, jetstream.WithSubjectFilter(">"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.State
+	}
+	first := state().LastSeq
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		// Three keep messages later, only the newest may remain.
+		st := state()
+		if st.LastSeq >= first+3 && st.Msgs == 1 && st.Subjects[topology.CommandKeepSubject] == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("command stream holds %d messages on %v (last seq %d, first seen %d); want the one keep message", st.Msgs, st.Subjects, st.LastSeq, first)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	res := h.do(t, pipeline.Command{Kind: pipeline.KindPatchReported, DeviceID: "k1", Body: []byte(`{"a":1}`)})
+	if res.Status != 204 {
+		t.Fatalf("patch after keep messages: %+v", res)
+	}
+}
