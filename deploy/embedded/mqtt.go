@@ -22,9 +22,10 @@ type BrokerConfig struct {
 	// MaxPacketSize bounds an MQTT packet (default 256 KiB); a larger one closes the connection.
 	MaxPacketSize uint32
 	// MaxPendingWrites bounds the packets queued for one client (default
-	// 256); beyond it the broker drops QoS 0 packets to that client and
-	// counts them. mochi's own default of 8,192 costs 64 KiB per connection
-	// whether used or not: 640 MiB for 10,000 devices.
+	// 256); beyond it the broker drops packets to that client and counts
+	// them (twinhub_mqtt_broker_messages_dropped_total). mochi's own default
+	// of 8,192 costs 64 KiB per connection whether used or not: 640 MiB for
+	// 10,000 devices.
 	MaxPendingWrites int32
 	// CloseTimeout bounds how long Close waits for the broker to stop (default 10 s).
 	CloseTimeout time.Duration
