@@ -25,11 +25,9 @@ type job struct {
 
 // batchItem is a job's progress through one batch.
 type batchItem struct {
-	job    *job
-	rec    *Record
-	rev    uint64
-	cached bool
-	ch     *change
+	job *job
+	rev uint64 // the record's revision the change was decided on
+	ch  *change
 	// published is set once the job's change event is stored.
 	published bool
 	// slow sends the job through apply, one command at a time, after the
@@ -119,7 +117,7 @@ func (p *Processor) applyBatch(jobs []*job) {
 		if it.ch == nil || it.slow {
 			continue
 		}
-		if fut, err := p.saveAsync(it.job.cmd.DeviceID, it.ch.next, it.rev); err != nil {
+		if fut, err := p.store.saveAsync(it.job.cmd.DeviceID, it.ch.next, it.rev); err != nil {
 			it.slow = true
 		} else {
 			it.kvAck = fut
@@ -171,7 +169,7 @@ func (p *Processor) decideItem(ctx context.Context, it *batchItem) {
 			p.cache.put(cmd.DeviceID, rec, rev)
 		}
 	}
-	it.rec, it.rev, it.cached = rec, rev, cached
+	it.rev = rev
 	if rec != nil && rec.applied(cmd.ID) {
 		it.job.res, it.job.outcome = answer(cmd, rec), "duplicate"
 		return
@@ -238,19 +236,6 @@ func (p *Processor) publishEventAsync(ev *Event, expect uint64) (jetstream.PubAc
 		return nil, err
 	}
 	return p.js.PublishMsgAsync(msg, eventPublishOpts(ev, expect)...)
-}
-
-// saveAsync writes rec as the device's record if the key is still at
-// revision rev (0: it must not exist), as Store.save does, without waiting:
-// a KV update is a publish to the key's subject that expects the key's last
-// sequence, which is its revision.
-func (p *Processor) saveAsync(deviceID string, rec *Record, rev uint64) (jetstream.PubAckFuture, error) {
-	b, err := rec.encode()
-	if err != nil {
-		return nil, fmt.Errorf("BUG: encoding twin record of %s: %w", deviceID, err)
-	}
-	msg := &nats.Msg{Subject: topology.KeySubject(deviceID), Data: b, Header: nats.Header{}}
-	return p.js.PublishMsgAsync(msg, jetstream.WithExpectLastSequencePerSubject(rev))
 }
 
 var errBatchStopped = errors.New("the twin processor is stopping")

@@ -75,17 +75,15 @@ func (c *ProcessorConfig) defaults() {
 // redelivered: the record remembers the commands it applied, and an event that
 // was published without its record update is rolled forward into the record.
 type Processor struct {
-	cfg    ProcessorConfig
-	js     jetstream.JetStream
-	nc     *nats.Conn
-	store  *Store
-	events jetstream.Stream
-	// commands is the command stream, kept from emptying (keepCommandBlock).
-	commands jetstream.Stream
-	router   *message.Router
-	log      *slog.Logger
-	metrics  *processorMetrics
-	cache    *recordCache
+	cfg     ProcessorConfig
+	js      jetstream.JetStream
+	nc      *nats.Conn
+	store   *Store
+	events  jetstream.Stream
+	router  *message.Router
+	log     *slog.Logger
+	metrics *processorMetrics
+	cache   *recordCache
 	// jobs carries commands from the partition handlers to the batch loop;
 	// batchesDone is closed when the loop has stopped.
 	jobs        chan *job
@@ -113,10 +111,6 @@ func NewProcessor(ctx context.Context, cfg ProcessorConfig, nc, subConn *nats.Co
 	if err != nil {
 		return nil, fmt.Errorf("opening stream %s: %w", topology.EventStream, err)
 	}
-	commands, err := js.Stream(ctx, topology.CommandStream)
-	if err != nil {
-		return nil, fmt.Errorf("opening stream %s: %w", topology.CommandStream, err)
-	}
 	log := cfg.Logger.With("component", "processor")
 	// Watermill logs every message at info; those are debug lines for us.
 	wlog := watermill.NewSlogLoggerWithLevelMapping(log, map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})
@@ -140,7 +134,7 @@ func NewProcessor(ctx context.Context, cfg ProcessorConfig, nc, subConn *nats.Co
 	if err != nil {
 		return nil, fmt.Errorf("creating command subscriber: %w", err)
 	}
-	p := &Processor{cfg: cfg, js: js, nc: nc, store: store, events: events, commands: commands, router: router, log: log,
+	p := &Processor{cfg: cfg, js: js, nc: nc, store: store, events: events, router: router, log: log,
 		jobs: make(chan *job, cfg.Topology.Partitions), batchesDone: make(chan struct{})}
 	if cfg.CacheSize > 0 {
 		p.cache = newRecordCache(cfg.CacheSize)
@@ -174,10 +168,6 @@ func (p *Processor) Run(ctx context.Context) error {
 		close(stopBatches)
 		<-p.batchesDone
 	}()
-	keepCtx, stopKeeping := context.WithCancel(ctx)
-	defer stopKeeping()
-	// Exits when keepCtx ends.
-	go p.keepCommandBlock(keepCtx)
 	errc := make(chan error, 1)
 	// Exits when the router is closed below.
 	go func() { errc <- p.router.Run(context.WithoutCancel(ctx)) }()

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/twinhub/twinhub/pipeline/topology"
@@ -17,6 +18,7 @@ var ErrNotFound = errors.New("device not found")
 // Store reads and writes twin records in the JetStream KV bucket. Writes go
 // through the Processor only; everyone may read.
 type Store struct {
+	js jetstream.JetStream
 	kv jetstream.KeyValue
 }
 
@@ -26,7 +28,7 @@ func OpenStore(ctx context.Context, js jetstream.JetStream) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening KV bucket %s: %w", topology.TwinBucket, err)
 	}
-	return &Store{kv: kv}, nil
+	return &Store{js: js, kv: kv}, nil
 }
 
 // load returns the device's record (nil if never seen) and its revision (0 if none).
@@ -47,15 +49,36 @@ func (s *Store) load(ctx context.Context, deviceID string) (*Record, uint64, err
 
 // save writes rec if the key is still at revision rev (0: must not exist).
 func (s *Store) save(ctx context.Context, deviceID string, rec *Record, rev uint64) (uint64, error) {
-	b, err := rec.encode()
+	b, err := encodeRecord(deviceID, rec)
 	if err != nil {
-		return 0, fmt.Errorf("BUG: encoding twin record of %s: %w", deviceID, err)
+		return 0, err
 	}
 	key := topology.Key(deviceID)
 	if rev == 0 {
 		return s.kv.Create(ctx, key, b)
 	}
 	return s.kv.Update(ctx, key, b, rev)
+}
+
+// saveAsync is save without waiting for the acknowledgement, which carries
+// the new revision: a KV update is a publish to the key's subject that
+// expects the subject's last sequence (the key's revision), so the batch
+// loop can have many in flight.
+func (s *Store) saveAsync(deviceID string, rec *Record, rev uint64) (jetstream.PubAckFuture, error) {
+	b, err := encodeRecord(deviceID, rec)
+	if err != nil {
+		return nil, err
+	}
+	msg := &nats.Msg{Subject: topology.KeySubject(deviceID), Data: b, Header: nats.Header{}}
+	return s.js.PublishMsgAsync(msg, jetstream.WithExpectLastSequencePerSubject(rev))
+}
+
+func encodeRecord(deviceID string, rec *Record) ([]byte, error) {
+	b, err := rec.encode()
+	if err != nil {
+		return nil, fmt.Errorf("BUG: encoding twin record of %s: %w", deviceID, err)
+	}
+	return b, nil
 }
 
 // Get returns the live record of a device, or ErrNotFound.

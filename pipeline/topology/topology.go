@@ -5,7 +5,6 @@
 // Subjects:
 //
 //	twinhub.cmd.<partition>.<device>   commands for the twin processor (stream TWINHUB_COMMANDS, work queue)
-//	twinhub.cmd.keep                   one empty message that keeps the work queue from emptying
 //	twinhub.events.<device>            public change events, one subject per device (stream TWINHUB_EVENTS)
 //
 // <device> is the device ID encoded by Token so that any legal device ID is a
@@ -47,14 +46,6 @@ const (
 	// HistoryMaxAckPending bounds the change events the history sink may
 	// hold unacknowledged; it is above the sink's largest batch.
 	HistoryMaxAckPending = 50_000
-
-	// CommandSubjects matches every partition's commands (and not the keep message).
-	CommandSubjects = commandPrefix + "*.*"
-
-	// CommandKeepSubject carries the one message that keeps the command
-	// stream from emptying (see pipeline's keepCommandBlock); no partition
-	// consumer reads it, so it stays until it is purged.
-	CommandKeepSubject = commandPrefix + "keep"
 
 	// EventSubjects matches every change event; outside consumers subscribe to it.
 	EventSubjects = eventPrefix + "*"
