@@ -34,6 +34,9 @@ type Config struct {
 	// Policies authenticates requests (Authorization: SharedAccessSignature …).
 	// Nil turns authentication off, which only tests and --insecure do.
 	Policies *sas.Policies
+	// HubNames are the host names a token's sr may name (default
+	// sas.HubNames(): localhost); see sas.CheckScope.
+	HubNames []string
 	// History serves GET /twins/{id}/history and GET /twins/{id}?asOf=;
 	// nil (history off) answers them with 503.
 	History History
@@ -43,7 +46,8 @@ type Config struct {
 }
 
 // routeRights says which permissions each route needs; a token's policy
-// needs any one of them. Routes not listed need ServiceConnect.
+// needs any one of them. Routes not listed need ServiceConnect. A route's
+// resource, which the token's sr must cover, is routeResource's.
 var routeRights = map[string][]sas.Permission{
 	"healthz":       nil,
 	"device_get":    {sas.RegistryRead},
@@ -63,6 +67,9 @@ func (c *Config) defaults() {
 	}
 	if c.MaxList == 0 {
 		c.MaxList = 1000
+	}
+	if c.HubNames == nil {
+		c.HubNames = sas.HubNames()
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -117,7 +124,7 @@ func New(cfg Config, commands Commands, records Records, ready func() bool, metr
 		Namespace: "twinhub", Subsystem: "http", Name: "auth_failures_total",
 		Help: "Back-end API requests refused by authentication or authorization, by reason.",
 	}, []string{"reason"})
-	for _, r := range []string{"missing", "malformed", "expired", "signature", "forbidden"} {
+	for _, r := range []string{"missing", "malformed", "expired", "signature", "audience", "resource", "forbidden"} {
 		a.authFail.WithLabelValues(r)
 	}
 
@@ -206,12 +213,35 @@ func (a *API) authorize(w http.ResponseWriter, r *http.Request, route string) bo
 	case err != nil:
 		return fail("signature", "the SharedAccessSignature token is not signed by a key of its policy (skn)")
 	}
+	tok, err := sas.Parse(header)
+	if err != nil {
+		panic("BUG: an authenticated token does not parse: " + err.Error())
+	}
+	switch err := tok.Covers(a.cfg.HubNames, routeResource(r)); {
+	case errors.Is(err, sas.ErrAudience):
+		return fail("audience", fmt.Sprintf("the token's resource (sr) does not name this hub; use one of its host names %v", a.cfg.HubNames))
+	case errors.Is(err, sas.ErrMalformed):
+		return fail("malformed", err.Error())
+	case err != nil:
+		return fail("resource", "the token's resource (sr) does not cover "+r.URL.Path+"; use a token for the hub (sr={host})")
+	}
 	for _, need := range rights {
 		if policy.Has(need) {
 			return true
 		}
 	}
 	return fail("forbidden", fmt.Sprintf("policy %q lacks the %v permission this API needs", policy.Name, rights))
+}
+
+// routeResource is the IoT Hub resource of a request, below the host: every
+// route about one device (/devices/{id}, /twins/{id} and what is under them)
+// is that device's, ["devices", id]; the others (the registry list, queries)
+// are the whole hub's, nil.
+func routeResource(r *http.Request) []string {
+	if id := r.PathValue("id"); id != "" {
+		return sas.DeviceScope(id)
+	}
+	return nil
 }
 
 type statusWriter struct {

@@ -32,7 +32,9 @@ type Commands interface {
 // A device connects with client ID = device ID, user name = device ID (or
 // IoT Hub's "{host}/{deviceId}/?api-version=…"), and a SAS token as the
 // password, signed with the device's primary or secondary key (or with a
-// policy key that has DeviceConnect, named by skn). A disabled device is
+// policy key that has DeviceConnect, named by skn), whose sr names one of the
+// hub's names and covers the device (sas.CheckScope: {host} or
+// {host}/devices/{id}). A disabled device is
 // refused. Refusals get CONNACK 5 (not authorized). A connected device may
 // publish and subscribe only under devices/{its id}/ and $iothub/.
 type Auth struct {
@@ -40,6 +42,7 @@ type Auth struct {
 	records  Records
 	commands Commands
 	policies *sas.Policies
+	hubNames []string // host names a token's sr may name (sas.CheckScope)
 	server   *mqtt.Server
 	log      *slog.Logger
 	failures *prometheus.CounterVec
@@ -51,7 +54,7 @@ var _ mqtt.Hook = (*Auth)(nil)
 // NewAuth returns the hook; policies may be nil (device keys only).
 func NewAuth(records Records, commands Commands, policies *sas.Policies, log *slog.Logger, reg prometheus.Registerer) *Auth {
 	f := promauto.With(reg)
-	a := &Auth{records: records, commands: commands, policies: policies, log: log.With("component", "mqtt-auth"),
+	a := &Auth{records: records, commands: commands, policies: policies, hubNames: sas.HubNames(), log: log.With("component", "mqtt-auth"),
 		failures: f.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "twinhub", Subsystem: "mqtt", Name: "auth_failures_total",
 			Help: "MQTT connections refused, by reason.",
@@ -66,6 +69,10 @@ func NewAuth(records Records, commands Commands, policies *sas.Policies, log *sl
 	}
 	return a
 }
+
+// SetHubNames sets the host names a device token's sr may name
+// (sas.HubNames; localhost only until it is called).
+func (a *Auth) SetHubNames(names []string) { a.hubNames = names }
 
 // SetServer gives the hook the broker, to tell a device's current
 // connection from one it replaced.
@@ -110,7 +117,7 @@ func (a *Auth) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	if err != nil {
 		return fail("malformed")
 	}
-	if tok.ForDevice(deviceID) != nil {
+	if tok.ForDevice(a.hubNames, deviceID) != nil {
 		return fail("resource")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -4,7 +4,8 @@
 //
 // A token is "SharedAccessSignature sr={resource}&sig={signature}&se={expiry}[&skn={policy}]",
 // where signature = base64(HMAC-SHA256(base64decode(key), sr + "\n" + se)) with
-// sr exactly as it appears in the token.
+// sr exactly as it appears in the token. Which requests a token covers
+// (its audience and scope) is CheckScope's rule, in scope.go.
 package sas
 
 import (
@@ -19,12 +20,14 @@ import (
 	"time"
 )
 
-// Errors returned by Parse and Verify. They never contain the token or a key.
+// Errors returned by Parse, Verify and CheckScope. They never contain the
+// token or a key.
 var (
 	ErrMalformed = errors.New("malformed shared access signature")
 	ErrExpired   = errors.New("shared access signature expired")
 	ErrSignature = errors.New("shared access signature does not match any key")
 	ErrResource  = errors.New("shared access signature is for another resource")
+	ErrAudience  = errors.New("shared access signature is for another hub")
 )
 
 const prefix = "SharedAccessSignature "
@@ -89,15 +92,6 @@ func Parse(s string) (*Token, error) {
 	return t, nil
 }
 
-// ResourcePath returns sr URL-decoded.
-func (t *Token) ResourcePath() string {
-	p, err := url.QueryUnescape(t.Resource)
-	if err != nil {
-		return t.Resource
-	}
-	return p
-}
-
 // Verify checks the token's expiry at now and its signature against each
 // base64 key (a device's primary and secondary key, or a policy's keys).
 func (t *Token) Verify(now time.Time, keys ...string) error {
@@ -116,22 +110,6 @@ func (t *Token) Verify(now time.Time, keys ...string) error {
 		}
 	}
 	return ErrSignature
-}
-
-// ForDevice checks that the token's resource covers deviceID: its decoded
-// path must be a segment prefix of "{host}/devices/{deviceID}" for some host
-// (the host is compared by the key, which is the device's own).
-func (t *Token) ForDevice(deviceID string) error {
-	p := t.ResourcePath()
-	_, path, ok := strings.Cut(p, "/")
-	if !ok {
-		return ErrResource
-	}
-	want := "devices/" + deviceID
-	if path == want || strings.HasPrefix(path, want+"/") {
-		return nil
-	}
-	return ErrResource
 }
 
 // New builds a token for resource (already in the form it should appear

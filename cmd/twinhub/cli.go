@@ -61,7 +61,10 @@ func (f clientFlags) client() (*apiClient, error) {
 	if !ok {
 		return nil, fmt.Errorf("%s has no %s policy", ps.Path(), sas.OwnerPolicy)
 	}
-	c.cred = sas.ConnectionString{HostName: u.Hostname(), SharedAccessKeyName: owner.Name, SharedAccessKey: owner.PrimaryKey}
+	// The token names localhost, which every hub answers to (sas.HubNames),
+	// whatever address --server gives (127.0.0.1, or a name the hub was
+	// not told with --hostname).
+	c.cred = sas.ConnectionString{HostName: sas.LocalHost, SharedAccessKeyName: owner.Name, SharedAccessKey: owner.PrimaryKey}
 	return c, nil
 }
 
@@ -279,7 +282,7 @@ func cmdConnectionString(ctx context.Context, args []string) error {
 	cf := addClientFlags(fs)
 	policy := fs.String("policy", sas.OwnerPolicy, "shared access policy: iothubowner, service, device, registryRead or registryReadWrite")
 	device := fs.String("device", "", "print the device's connection string instead")
-	host := fs.String("hostname", "localhost", "HostName in the connection string (the name clients connect to; the TLS certificate must cover it)")
+	host := fs.String("hostname", sas.LocalHost, "HostName in the connection string (the name clients connect to): localhost or one of the hub's --hostname names")
 	gateway := fs.String("gateway", "", "device: GatewayHostName, e.g. localhost:8883, to point unchanged Azure device SDKs at another port")
 	if err := fs.Parse(args); err != nil {
 		return err

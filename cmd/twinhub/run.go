@@ -110,7 +110,7 @@ func parseRunFlags(args []string) (runConfig, error) {
 	httpsAddr := fs.String("https-addr", "127.0.0.1:8443", "HTTPS API listen address (empty: off); the Azure service SDK needs port 443")
 	tlsCert := fs.String("tls-cert", "", "server certificate (PEM) for MQTTS and HTTPS (default: one issued by a local CA in the data directory)")
 	tlsKey := fs.String("tls-key", "", "private key (PEM) of --tls-cert")
-	hostnames := fs.String("hostname", "", "comma-separated host names the local CA's server certificate also covers (it always covers localhost)")
+	hostnames := fs.String("hostname", "", "comma-separated host names the hub also answers to: SAS tokens may name them, and the local CA's certificate covers them (localhost always)")
 	auth := fs.Bool("auth", true, "require SAS tokens from devices and back ends (false: anyone on the listeners may do anything)")
 	pprofOn := fs.Bool("pprof", false, "serve Go profiles at /debug/pprof/ on the HTTP listener, unauthenticated (keep it on loopback)")
 	history := historyFlags(fs)
@@ -237,6 +237,7 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 		var auth *mqttbridge.Auth
 		if c.auth {
 			auth = mqttbridge.NewAuth(store, client, policies, log, reg)
+			auth.SetHubNames(sas.HubNames(c.hostnames...))
 			hooks = append([]mqtt.Hook{auth}, hooks...)
 		}
 		broker, err = embedded.StartBroker(bcfg, hooks...)
@@ -265,7 +266,8 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 	defer hist.close() // after the sink has drained (g.Wait below)
 
 	var ready atomic.Bool
-	api := httpapi.New(httpapi.Config{Logger: log, Policies: policies, History: hist.reader, Querier: queries}, client, store, ready.Load,
+	api := httpapi.New(httpapi.Config{Logger: log, Policies: policies, HubNames: sas.HubNames(c.hostnames...),
+		History: hist.reader, Querier: queries}, client, store, ready.Load,
 		promhttp.HandlerFor(reg, promhttp.HandlerOpts{EnableOpenMetrics: true}), reg)
 	if c.pprof {
 		api.EnableProfiling()
