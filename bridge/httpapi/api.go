@@ -297,14 +297,53 @@ func (a *API) putDevice(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	cmd := pipeline.Command{Kind: pipeline.KindCreateDevice, DeviceID: r.PathValue("id"), Body: body}
-	if m := r.Header.Get("If-Match"); m != "" {
+	m, present, ok := ifMatch(w, r)
+	if !ok {
+		return
+	}
+	if present {
 		cmd.Kind, cmd.IfMatch = pipeline.KindUpdateDevice, m
 	}
 	a.do(w, r, cmd)
 }
 
 func (a *API) deleteDevice(w http.ResponseWriter, r *http.Request) {
-	a.do(w, r, pipeline.Command{Kind: pipeline.KindDeleteDevice, DeviceID: r.PathValue("id"), IfMatch: r.Header.Get("If-Match")})
+	m, _, ok := ifMatch(w, r)
+	if !ok {
+		return
+	}
+	a.do(w, r, pipeline.Command{Kind: pipeline.KindDeleteDevice, DeviceID: r.PathValue("id"), IfMatch: m})
+}
+
+// ifMatch returns the request's If-Match precondition and whether the
+// header was sent. An If-Match that lists no entity tag, or only the empty
+// one ("" or W/""), matches nothing (RFC 9110 §13.1.1): the request gets 412
+// PreconditionFailed here, and ok is false.
+func ifMatch(w http.ResponseWriter, r *http.Request) (value string, present, ok bool) {
+	values, present := r.Header["If-Match"]
+	if !present {
+		return "", false, true
+	}
+	if matchesNothing(values) {
+		writeError(w, http.StatusPreconditionFailed, "PreconditionFailed",
+			`If-Match names no etag ("" matches nothing); send the etag of the twin or device, or "*" for any`)
+		return "", true, false
+	}
+	return r.Header.Get("If-Match"), true, true
+}
+
+// matchesNothing reports whether If-Match field values list no entity tag
+// but the empty one.
+func matchesNothing(values []string) bool {
+	for _, v := range values {
+		for _, tag := range strings.Split(v, ",") {
+			tag = strings.TrimPrefix(strings.TrimSpace(tag), "W/")
+			if tag != "" && tag != `""` {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func (a *API) getDevice(w http.ResponseWriter, r *http.Request) {
@@ -378,7 +417,11 @@ func (a *API) changeTwin(kind pipeline.Kind) http.HandlerFunc {
 		if !ok {
 			return
 		}
-		a.do(w, r, pipeline.Command{Kind: kind, DeviceID: r.PathValue("id"), Body: body, IfMatch: r.Header.Get("If-Match")})
+		m, _, ok := ifMatch(w, r)
+		if !ok {
+			return
+		}
+		a.do(w, r, pipeline.Command{Kind: kind, DeviceID: r.PathValue("id"), Body: body, IfMatch: m})
 	}
 }
 
