@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/pprof"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -37,6 +38,9 @@ type Config struct {
 	// HubNames are the host names a token's sr may name (default
 	// sas.HubNames(): localhost); see sas.CheckScope.
 	HubNames []string
+	// ReadTimeout bounds reading a whole request, body included (default
+	// 30 s), so that clients that send slowly cannot hold connections.
+	ReadTimeout time.Duration
 	// History serves GET /twins/{id}/history and GET /twins/{id}?asOf=;
 	// nil (history off) answers them with 503.
 	History History
@@ -70,6 +74,9 @@ func (c *Config) defaults() {
 	}
 	if c.HubNames == nil {
 		c.HubNames = sas.HubNames()
+	}
+	if c.ReadTimeout == 0 {
+		c.ReadTimeout = 30 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -283,6 +290,9 @@ func (a *API) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	switch {
 	case errors.As(err, &tooBig):
 		writeError(w, http.StatusRequestEntityTooLarge, "MessageTooLarge", fmt.Sprintf("request body exceeds %d bytes", tooBig.Limit))
+		return nil, false
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		writeError(w, http.StatusRequestTimeout, "RequestTimeout", fmt.Sprintf("the request body did not arrive within %s; send it at once", a.cfg.ReadTimeout))
 		return nil, false
 	case err != nil:
 		writeError(w, http.StatusBadRequest, "ArgumentInvalid", "reading the request body: "+err.Error())

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -48,6 +47,7 @@ type runConfig struct {
 	tlsCert      string
 	tlsKey       string
 	hostnames    []string
+	httpRead     time.Duration
 	auth         bool
 	pprof        bool
 	history      historyConfig
@@ -63,6 +63,9 @@ func (c runConfig) validate() error {
 		if _, _, err := net.SplitHostPort(addr); err != nil {
 			errs = append(errs, fmt.Errorf("%s %q: %v", name, addr, err))
 		}
+	}
+	if c.httpRead <= 0 {
+		errs = append(errs, fmt.Errorf("--http-read-timeout %s: must be positive", c.httpRead))
 	}
 	if c.dataDir == "" {
 		errs = append(errs, errors.New("--data-dir must not be empty"))
@@ -111,6 +114,7 @@ func parseRunFlags(args []string) (runConfig, error) {
 	tlsCert := fs.String("tls-cert", "", "server certificate (PEM) for MQTTS and HTTPS (default: one issued by a local CA in the data directory)")
 	tlsKey := fs.String("tls-key", "", "private key (PEM) of --tls-cert")
 	hostnames := fs.String("hostname", "", "comma-separated host names the hub also answers to: SAS tokens may name them, and the local CA's certificate covers them (localhost always)")
+	httpRead := fs.Duration("http-read-timeout", 30*time.Second, "time a client has to send a whole HTTP request, body included")
 	auth := fs.Bool("auth", true, "require SAS tokens from devices and back ends (false: anyone on the listeners may do anything)")
 	pprofOn := fs.Bool("pprof", false, "serve Go profiles at /debug/pprof/ on the HTTP listener, unauthenticated (keep it on loopback)")
 	history := historyFlags(fs)
@@ -120,7 +124,8 @@ func parseRunFlags(args []string) (runConfig, error) {
 	c = runConfig{dataDir: *dataDir, httpAddr: *httpAddr, mqttAddr: *mqttAddr, natsAddr: *natsAddr, natsURL: *natsURL,
 		mqttURL: *mqttURL, bridgeID: *bridgeID, partitions: *partitions, syncAlways: *syncAlways,
 		syncInterval: *syncInterval, eventMaxAge: *eventMaxAge, logLevel: *logLevel,
-		mqttsAddr: *mqttsAddr, httpsAddr: *httpsAddr, tlsCert: *tlsCert, tlsKey: *tlsKey, auth: *auth, pprof: *pprofOn, history: history()}
+		mqttsAddr: *mqttsAddr, httpsAddr: *httpsAddr, tlsCert: *tlsCert, tlsKey: *tlsKey, auth: *auth, pprof: *pprofOn, history: history(),
+		httpRead: *httpRead}
 	for _, h := range strings.Split(*hostnames, ",") {
 		if h = strings.TrimSpace(h); h != "" {
 			c.hostnames = append(c.hostnames, h)
@@ -266,7 +271,7 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 	defer hist.close() // after the sink has drained (g.Wait below)
 
 	var ready atomic.Bool
-	api := httpapi.New(httpapi.Config{Logger: log, Policies: policies, HubNames: sas.HubNames(c.hostnames...),
+	api := httpapi.New(httpapi.Config{Logger: log, Policies: policies, HubNames: sas.HubNames(c.hostnames...), ReadTimeout: c.httpRead,
 		History: hist.reader, Querier: queries}, client, store, ready.Load,
 		promhttp.HandlerFor(reg, promhttp.HandlerOpts{EnableOpenMetrics: true}), reg)
 	if c.pprof {
@@ -277,9 +282,9 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("HTTP listener on %s: %w (set --http-addr)", c.httpAddr, err)
 	}
-	httpSrv := &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
+	httpSrv := api.Server()
 	var httpsLn net.Listener
-	httpsSrv := &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
+	httpsSrv := api.Server()
 	if c.httpsAddr != "" {
 		if httpsLn, err = tls.Listen("tcp", c.httpsAddr, tlsConfig); err != nil {
 			return fmt.Errorf("HTTPS listener on %s: %w (set --https-addr)", c.httpsAddr, err)
