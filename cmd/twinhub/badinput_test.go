@@ -67,6 +67,12 @@ func TestBadInputHTTP(t *testing.T) {
 		{"device exists", "PUT", "/devices/bad", "", "", 409, "DeviceAlreadyExists", "already exists"},
 		{"bad status", "PUT", "/devices/other", `{"status":"sleepy"}`, "", 400, "ArgumentInvalid", "status"},
 		{"unknown route", "GET", "/nothing/here", "", "", 404, "NotFound", "no API"},
+		// An If-Match that names only the empty etag matches nothing (RFC 9110).
+		{"empty etag on patch", "PATCH", "/twins/bad", `{"tags":{"a":1}}`, `""`, 412, "PreconditionFailed", "etag"},
+		{"weak empty etag on replace", "PUT", "/twins/bad", `{"tags":{}}`, `W/""`, 412, "PreconditionFailed", "etag"},
+		{"empty etag on device update", "PUT", "/devices/bad", `{"status":"disabled"}`, `""`, 412, "PreconditionFailed", "etag"},
+		{"empty etag on delete", "DELETE", "/devices/bad", "", `""`, 412, "PreconditionFailed", "etag"},
+		{"empty etag on a new device", "PUT", "/devices/other", "", `""`, 412, "PreconditionFailed", "etag"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
