@@ -40,6 +40,8 @@ fuzz:
 	$(GO) test ./pipeline/twin -run '^$$' -fuzz FuzzParseJSON -fuzztime $(FUZZTIME)
 	$(GO) test ./queries/lang -run '^$$' -fuzz FuzzQuery -fuzztime $(FUZZTIME)
 	$(GO) test ./queries/projection -run '^$$' -fuzz FuzzFlatten -fuzztime $(FUZZTIME)
+	$(GO) test ./bridge/sas -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
+	$(GO) test ./bridge/sas -run '^$$' -fuzz FuzzCheckScope -fuzztime $(FUZZTIME)
 
 lint:
 	$(GO) vet ./...
