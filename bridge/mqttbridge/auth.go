@@ -64,7 +64,7 @@ func NewAuth(records Records, commands Commands, policies *sas.Policies, log *sl
 			Help: "Publishes and subscriptions refused because they name another device's topics.",
 		}),
 	}
-	for _, r := range []string{"malformed", "client_id", "unknown_device", "disabled", "expired", "resource", "signature"} {
+	for _, r := range []string{"malformed", "client_id", "unknown_device", "disabled", "expired", "audience", "resource", "signature"} {
 		a.failures.WithLabelValues(r)
 	}
 	return a
@@ -117,7 +117,10 @@ func (a *Auth) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	if err != nil {
 		return fail("malformed")
 	}
-	if tok.ForDevice(a.hubNames, deviceID) != nil {
+	switch err := tok.ForDevice(a.hubNames, deviceID); {
+	case errors.Is(err, sas.ErrAudience):
+		return fail("audience")
+	case err != nil:
 		return fail("resource")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

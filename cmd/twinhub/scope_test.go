@@ -148,6 +148,12 @@ func TestSecuritySASScope(t *testing.T) {
 			})
 		}
 
+		for _, reason := range []string{"audience", "resource"} {
+			if v := p.metricValue(t, `twinhub_mqtt_auth_failures_total{reason="`+reason+`"}`); v == "" || v == "0" {
+				t.Errorf("MQTT auth failures for %s not counted: %q", reason, v)
+			}
+		}
+
 		// Rotation: after PUT /devices/sec-A with new keys, a token signed
 		// with the old primary key no longer connects.
 		newPrimary, newSecondary := sas.NewKey(), sas.NewKey()
