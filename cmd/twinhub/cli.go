@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -282,17 +283,22 @@ func cmdConnectionString(ctx context.Context, args []string) error {
 	cf := addClientFlags(fs)
 	policy := fs.String("policy", sas.OwnerPolicy, "shared access policy: iothubowner, service, device, registryRead or registryReadWrite")
 	device := fs.String("device", "", "print the device's connection string instead")
-	host := fs.String("hostname", sas.LocalHost, "HostName in the connection string (the name clients connect to): localhost or one of the hub's --hostname names")
+	hostnames := fs.String("hostname", sas.LocalHost, "HostName in the connection string (the name clients connect to): localhost or one of the hub's names; "+
+		"of a comma-separated list, as `twinhub run --hostname` takes, the first")
 	gateway := fs.String("gateway", "", "device: GatewayHostName, e.g. localhost:8883, to point unchanged Azure device SDKs at another port")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	// TWINHUB_HOSTNAME is shared with `twinhub run`, whose first name is
+	// the one connection strings print.
+	first, _, _ := strings.Cut(*hostnames, ",")
+	host := cmp.Or(strings.TrimSpace(first), sas.LocalHost)
 	if *device != "" {
 		api, err := cf.client()
 		if err != nil {
 			return err
 		}
-		cs, err := api.deviceConnectionString(ctx, *device, *host)
+		cs, err := api.deviceConnectionString(ctx, *device, host)
 		if err != nil {
 			return err
 		}
@@ -308,6 +314,6 @@ func cmdConnectionString(ctx context.Context, args []string) error {
 	if !ok {
 		return fmt.Errorf("no policy %q in %s", *policy, ps.Path())
 	}
-	fmt.Println(sas.ConnectionString{HostName: *host, SharedAccessKeyName: p.Name, SharedAccessKey: p.PrimaryKey})
+	fmt.Println(sas.ConnectionString{HostName: host, SharedAccessKeyName: p.Name, SharedAccessKey: p.PrimaryKey})
 	return nil
 }

@@ -20,6 +20,7 @@ import (
 // for other hosts, other devices, modules, or signed with a device key are
 // refused with 401, change nothing and are counted. On MQTT the same rule
 // decides the CONNECT, and a key replaced by PUT /devices/{id} stops working.
+// `twinhub connection-string` prints the first of the hub's extra names.
 func TestSecuritySASScope(t *testing.T) {
 	p := startTwinhub(t, "", "--hostname", "hub.example.com,Alias.Example.NET")
 	for _, id := range []string{"sec-A", "sec-AB", "sec-B"} {
@@ -106,6 +107,43 @@ func TestSecuritySASScope(t *testing.T) {
 				}
 			})
 		}
+	})
+
+	t.Run("CLI", func(t *testing.T) {
+		// `twinhub connection-string` takes run's --hostname list and prints
+		// its first name; the SDKs' tokens built from it are accepted.
+		out, err := p.cli(t, "connection-string", "--hostname", "hub.example.com,Alias.Example.NET")
+		if err != nil || !strings.HasPrefix(out, "HostName=hub.example.com;SharedAccessKeyName=iothubowner;") {
+			t.Fatalf("connection-string: %v %q", err, out)
+		}
+		cs, err := sas.ParseConnectionString(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok, err := cs.Token(time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := p.call(t, "GET", "/twins/sec-A", "", "Authorization", tok); r.Status != 200 {
+			t.Errorf("a token from the printed connection string: %d %s", r.Status, r.Body)
+		}
+		out, err = p.cli(t, "connection-string", "--device", "sec-B", "--hostname", "hub.example.com,Alias.Example.NET")
+		if err != nil || !strings.HasPrefix(out, "HostName=hub.example.com;DeviceId=sec-B;") {
+			t.Fatalf("device connection-string: %v %q", err, out)
+		}
+		if cs, err = sas.ParseConnectionString(out); err != nil {
+			t.Fatal(err)
+		}
+		if tok, err = cs.Token(time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		d, err := mqttbridge.DialDevice(ctx, p.MQTT, "sec-B", mqttbridge.DeviceOptions{Username: "hub.example.com/sec-B/?api-version=2021-04-12", Password: tok})
+		if err != nil {
+			t.Fatalf("a device token from the printed connection string: %v", err)
+		}
+		d.Close()
 	})
 
 	t.Run("MQTT", func(t *testing.T) {
