@@ -32,9 +32,7 @@ type Commands interface {
 // A device connects with client ID = device ID, user name = device ID (or
 // IoT Hub's "{host}/{deviceId}/?api-version=…"), and a SAS token as the
 // password, signed with the device's primary or secondary key (or with a
-// policy key that has DeviceConnect, named by skn), whose sr names one of the
-// hub's names and covers the device (sas.CheckScope: {host} or
-// {host}/devices/{id}). A disabled device is
+// policy key that has DeviceConnect, named by skn). A disabled device is
 // refused. Refusals get CONNACK 5 (not authorized). A connected device may
 // publish and subscribe only under devices/{its id}/ and $iothub/.
 type Auth struct {
@@ -42,7 +40,7 @@ type Auth struct {
 	records  Records
 	commands Commands
 	policies *sas.Policies
-	hubNames []string // host names a token's sr may name (sas.CheckScope)
+	hubNames []string // host names a token's sr may name (sas.CheckScope); nil: localhost
 	server   *mqtt.Server
 	log      *slog.Logger
 	failures *prometheus.CounterVec
@@ -54,7 +52,7 @@ var _ mqtt.Hook = (*Auth)(nil)
 // NewAuth returns the hook; policies may be nil (device keys only).
 func NewAuth(records Records, commands Commands, policies *sas.Policies, log *slog.Logger, reg prometheus.Registerer) *Auth {
 	f := promauto.With(reg)
-	a := &Auth{records: records, commands: commands, policies: policies, hubNames: sas.HubNames(), log: log.With("component", "mqtt-auth"),
+	a := &Auth{records: records, commands: commands, policies: policies, log: log.With("component", "mqtt-auth"),
 		failures: f.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "twinhub", Subsystem: "mqtt", Name: "auth_failures_total",
 			Help: "MQTT connections refused, by reason.",
@@ -100,7 +98,9 @@ func DeviceFromUsername(username string) string {
 	return parts[1]
 }
 
-// OnConnectAuthenticate verifies the device's SAS token.
+// OnConnectAuthenticate verifies the device's SAS token. Its sr must name
+// one of the hub's names and cover the device (sas.CheckScope: {host},
+// {host}/devices or {host}/devices/{id}).
 func (a *Auth) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	user := string(pk.Connect.Username)
 	deviceID := DeviceFromUsername(user)
@@ -117,7 +117,11 @@ func (a *Auth) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	if err != nil {
 		return fail("malformed")
 	}
-	switch err := tok.ForDevice(a.hubNames, deviceID); {
+	hubNames := a.hubNames
+	if hubNames == nil {
+		hubNames = sas.HubNames()
+	}
+	switch err := tok.ForDevice(hubNames, deviceID); {
 	case errors.Is(err, sas.ErrAudience):
 		return fail("audience")
 	case err != nil:

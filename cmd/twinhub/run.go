@@ -55,6 +55,9 @@ type runConfig struct {
 
 func (c runConfig) validate() error {
 	var errs []error
+	if c.httpRead <= 0 {
+		errs = append(errs, fmt.Errorf("--http-read-timeout %s: must be positive", c.httpRead))
+	}
 	for name, addr := range map[string]string{"--http-addr": c.httpAddr, "--mqtt-addr": c.mqttAddr, "--nats-addr": c.natsAddr,
 		"--mqtts-addr": c.mqttsAddr, "--https-addr": c.httpsAddr} {
 		if addr == "" && (name == "--mqtts-addr" || name == "--https-addr") {
@@ -63,9 +66,6 @@ func (c runConfig) validate() error {
 		if _, _, err := net.SplitHostPort(addr); err != nil {
 			errs = append(errs, fmt.Errorf("%s %q: %v", name, addr, err))
 		}
-	}
-	if c.httpRead <= 0 {
-		errs = append(errs, fmt.Errorf("--http-read-timeout %s: must be positive", c.httpRead))
 	}
 	if c.dataDir == "" {
 		errs = append(errs, errors.New("--data-dir must not be empty"))
@@ -123,9 +123,8 @@ func parseRunFlags(args []string) (runConfig, error) {
 	}
 	c = runConfig{dataDir: *dataDir, httpAddr: *httpAddr, mqttAddr: *mqttAddr, natsAddr: *natsAddr, natsURL: *natsURL,
 		mqttURL: *mqttURL, bridgeID: *bridgeID, partitions: *partitions, syncAlways: *syncAlways,
-		syncInterval: *syncInterval, eventMaxAge: *eventMaxAge, logLevel: *logLevel,
-		mqttsAddr: *mqttsAddr, httpsAddr: *httpsAddr, tlsCert: *tlsCert, tlsKey: *tlsKey, auth: *auth, pprof: *pprofOn, history: history(),
-		httpRead: *httpRead}
+		syncInterval: *syncInterval, eventMaxAge: *eventMaxAge, logLevel: *logLevel, httpRead: *httpRead,
+		mqttsAddr: *mqttsAddr, httpsAddr: *httpsAddr, tlsCert: *tlsCert, tlsKey: *tlsKey, auth: *auth, pprof: *pprofOn, history: history()}
 	for _, h := range strings.Split(*hostnames, ",") {
 		if h = strings.TrimSpace(h); h != "" {
 			c.hostnames = append(c.hostnames, h)
