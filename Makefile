@@ -39,9 +39,9 @@ fuzz:
 	$(GO) test ./pipeline/twin -run '^$$' -fuzz FuzzApply -fuzztime $(FUZZTIME)
 	$(GO) test ./pipeline/twin -run '^$$' -fuzz FuzzParseJSON -fuzztime $(FUZZTIME)
 	$(GO) test ./queries/lang -run '^$$' -fuzz FuzzQuery -fuzztime $(FUZZTIME)
-	$(GO) test ./queries/projection -run '^$$' -fuzz FuzzFlatten -fuzztime $(FUZZTIME)
 	$(GO) test ./bridge/sas -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
 	$(GO) test ./bridge/sas -run '^$$' -fuzz FuzzCheckScope -fuzztime $(FUZZTIME)
+	$(GO) test ./queries/projection -run '^$$' -fuzz FuzzFlatten -fuzztime $(FUZZTIME)
 
 lint:
 	$(GO) vet ./...

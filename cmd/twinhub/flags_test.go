@@ -44,9 +44,9 @@ func TestFlagErrors(t *testing.T) {
 		want string
 	}{
 		{args: []string{"--http-addr", "nonsense"}, want: "--http-addr"},
+		{args: []string{"--http-read-timeout", "0s"}, want: "--http-read-timeout"},
 		{args: []string{"--tls-cert", "a.pem"}, want: "--tls-key"},
 		{args: []string{"--data-dir", ""}, want: "--data-dir"},
-		{args: []string{"--http-read-timeout", "0s"}, want: "--http-read-timeout"},
 		{env: [2]string{"TWINHUB_PARTITIONS", "many"}, want: "TWINHUB_PARTITIONS"},
 		{env: [2]string{"TWINHUB_AUTH", "perhaps"}, want: "TWINHUB_AUTH"},
 		{env: [2]string{"TWINHUB_SYNC_INTERVAL", "soon"}, want: "TWINHUB_SYNC_INTERVAL"},
