@@ -45,6 +45,7 @@ func TestFlagErrors(t *testing.T) {
 	}{
 		{args: []string{"--http-addr", "nonsense"}, want: "--http-addr"},
 		{args: []string{"--http-read-timeout", "0s"}, want: "--http-read-timeout"},
+		{args: []string{"--hostname", "hub.example.com,hub.example.com:443"}, want: "--hostname"},
 		{args: []string{"--tls-cert", "a.pem"}, want: "--tls-key"},
 		{args: []string{"--data-dir", ""}, want: "--data-dir"},
 		{env: [2]string{"TWINHUB_PARTITIONS", "many"}, want: "TWINHUB_PARTITIONS"},

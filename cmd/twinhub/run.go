@@ -58,6 +58,11 @@ func (c runConfig) validate() error {
 	if c.httpRead <= 0 {
 		errs = append(errs, fmt.Errorf("--http-read-timeout %s: must be positive", c.httpRead))
 	}
+	for _, h := range c.hostnames {
+		if strings.ContainsAny(h, "/?#@ ") || (strings.Contains(h, ":") && net.ParseIP(h) == nil) {
+			errs = append(errs, fmt.Errorf("--hostname %q: give host names only, without a port or path", h))
+		}
+	}
 	for name, addr := range map[string]string{"--http-addr": c.httpAddr, "--mqtt-addr": c.mqttAddr, "--nats-addr": c.natsAddr,
 		"--mqtts-addr": c.mqttsAddr, "--https-addr": c.httpsAddr} {
 		if addr == "" && (name == "--mqtts-addr" || name == "--https-addr") {
