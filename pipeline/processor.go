@@ -230,6 +230,14 @@ func (p *Processor) handle(msg *message.Message) error {
 	}
 	p.metrics.commands.WithLabelValues(string(cmd.Kind), j.outcome).Inc()
 	p.metrics.duration.WithLabelValues(string(cmd.Kind)).Observe(time.Since(start).Seconds())
+	if (cmd.Kind == KindUpdateDevice || cmd.Kind == KindDeleteDevice) && (j.outcome == "applied" || j.outcome == "duplicate") {
+		// Tells every instance's MQTT edge to re-check the device's open
+		// sessions. Core NATS, at most once: a lost notice leaves a session
+		// open until its token expires.
+		if err := p.nc.Publish(topology.RegistrySubject(cmd.DeviceID), []byte(cmd.Kind)); err != nil {
+			p.log.Warn("announcing a registry change failed; the device's open sessions stay until their tokens expire", "device", cmd.DeviceID, "err", err)
+		}
+	}
 	if reply := msg.Metadata.Get(ReplyHeader); reply != "" {
 		b, _ := json.Marshal(j.res)
 		if err := p.nc.Publish(reply, b); err != nil {

@@ -45,6 +45,8 @@ type Auth struct {
 	log      *slog.Logger
 	failures *prometheus.CounterVec
 	denied   prometheus.Counter
+	// sessions are the open device sessions, for revocation (revoke.go).
+	sessions *sessions
 }
 
 var _ mqtt.Hook = (*Auth)(nil)
@@ -53,6 +55,7 @@ var _ mqtt.Hook = (*Auth)(nil)
 func NewAuth(records Records, commands Commands, policies *sas.Policies, log *slog.Logger, reg prometheus.Registerer) *Auth {
 	f := promauto.With(reg)
 	a := &Auth{records: records, commands: commands, policies: policies, log: log.With("component", "mqtt-auth"),
+		sessions: newSessions(reg),
 		failures: f.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "twinhub", Subsystem: "mqtt", Name: "auth_failures_total",
 			Help: "MQTT connections refused, by reason.",
@@ -170,14 +173,17 @@ func (a *Auth) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	return false
 }
 
-// OnSessionEstablished marks the twin connected.
-func (a *Auth) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
+// OnSessionEstablished marks the twin connected, and follows the session
+// until it ends, to end it when its credentials are revoked.
+func (a *Auth) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
+	a.track(cl, pk)
 	a.connection(cl, true)
 }
 
 // OnDisconnect marks the twin disconnected, unless a newer connection of
 // the same device replaced this one.
 func (a *Auth) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
+	a.untrack(cl)
 	if a.server != nil {
 		if cur, ok := a.server.Clients.Get(cl.ID); ok && cur != cl && !cur.Closed() {
 			return

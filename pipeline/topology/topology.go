@@ -6,6 +6,7 @@
 //
 //	twinhub.cmd.<partition>.<device>   commands for the twin processor (stream TWINHUB_COMMANDS, work queue)
 //	twinhub.events.<device>            public change events, one subject per device (stream TWINHUB_EVENTS)
+//	twinhub.registry.<device>          core NATS notices that a device's identity changed (no stream)
 //
 // <device> is the device ID encoded by Token so that any legal device ID is a
 // single subject token and a legal KV key. <partition> is a number in
@@ -31,8 +32,9 @@ const (
 	EventStream   = "TWINHUB_EVENTS"
 	TwinBucket    = "twinhub_twins"
 
-	commandPrefix = "twinhub.cmd."
-	eventPrefix   = "twinhub.events."
+	commandPrefix  = "twinhub.cmd."
+	eventPrefix    = "twinhub.events."
+	registryPrefix = "twinhub.registry."
 
 	// NotifierConsumer is the durable consumer of change events that forwards
 	// desired-property changes to devices over MQTT.
@@ -49,6 +51,9 @@ const (
 
 	// EventSubjects matches every change event; outside consumers subscribe to it.
 	EventSubjects = eventPrefix + "*"
+
+	// RegistrySubjects matches every registry notice (see RegistrySubject).
+	RegistrySubjects = registryPrefix + "*"
 
 	// partitionsMetadataKey records the partition count in the command
 	// stream's metadata so that instances configured differently refuse to start.
@@ -193,6 +198,15 @@ func ConsumerName(p int) string {
 // EventSubject is the subject of deviceID's change events.
 func EventSubject(deviceID string) string {
 	return eventPrefix + Token(deviceID)
+}
+
+// RegistrySubject is the core NATS subject (no stream keeps it) on which
+// the processor announces that deviceID's identity changed: its status or
+// keys were updated, or it was deleted. A notice carries no keys; every
+// instance's MQTT edge re-checks the device's open sessions against the
+// record when one arrives.
+func RegistrySubject(deviceID string) string {
+	return registryPrefix + Token(deviceID)
 }
 
 // Key is the KV key of deviceID's twin record.

@@ -1,0 +1,190 @@
+package mqttbridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/twinhub/twinhub/bridge/sas"
+	"github.com/twinhub/twinhub/pipeline"
+	"github.com/twinhub/twinhub/pipeline/topology"
+)
+
+// Revocation: a device session lasts only as long as the credentials it
+// connected with. The hook ends a session
+//   - when its SAS token expires (a timer per session, set from the token's
+//     se when the session starts and stopped when it ends), and
+//   - when the device is disabled or deleted, or its keys change so that the
+//     token's key is no longer one of the device's: the processor announces
+//     every registry change on a core NATS subject (topology.RegistrySubject),
+//     which every instance's hook receives (Run); a hook with a session of
+//     that device reads the record and checks each session again.
+//
+// Each revocation is logged with its reason (never the token) and counted in
+// twinhub_mqtt_sessions_revoked_total.
+
+// Revocation reasons, the values of the metric's reason label.
+const (
+	revokedExpired    = "expired"
+	revokedDisabled   = "disabled"
+	revokedDeleted    = "deleted"
+	revokedKeyChanged = "key_changed"
+)
+
+// session is an open device connection and the token it connected with.
+type session struct {
+	cl    *mqtt.Client
+	token *sas.Token
+	// expiry ends the session when the token expires.
+	expiry *time.Timer
+}
+
+// sessions tracks this broker's open device sessions by device ID.
+type sessions struct {
+	revoked *prometheus.CounterVec
+
+	mu       sync.Mutex
+	byDevice map[string]map[*mqtt.Client]*session
+}
+
+func newSessions(reg prometheus.Registerer) *sessions {
+	s := &sessions{byDevice: make(map[string]map[*mqtt.Client]*session),
+		revoked: promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
+			Namespace: "twinhub", Subsystem: "mqtt", Name: "sessions_revoked_total",
+			Help: "Device sessions the hub ended because their credentials stopped being valid, by reason (expired, disabled, deleted, key_changed).",
+		}, []string{"reason"}),
+	}
+	for _, r := range []string{revokedExpired, revokedDisabled, revokedDeleted, revokedKeyChanged} {
+		s.revoked.WithLabelValues(r)
+	}
+	return s
+}
+
+// track starts following an authenticated session; pk is its CONNECT.
+func (a *Auth) track(cl *mqtt.Client, pk packets.Packet) {
+	if cl.Net.Inline {
+		return
+	}
+	tok, err := sas.Parse(string(pk.Connect.Password))
+	if err != nil {
+		// OnConnectAuthenticate parsed the same password a moment ago.
+		panic("BUG: an authenticated session's token does not parse: " + err.Error())
+	}
+	s := &session{cl: cl, token: tok}
+	a.sessions.mu.Lock()
+	// Runs once, at expiry, unless the session ended first (untrack stops it).
+	s.expiry = time.AfterFunc(time.Until(tok.Expiry), func() { a.revoke(cl, revokedExpired) })
+	m := a.sessions.byDevice[cl.ID]
+	if m == nil {
+		m = make(map[*mqtt.Client]*session, 1)
+		a.sessions.byDevice[cl.ID] = m
+	}
+	m[cl] = s
+	a.sessions.mu.Unlock()
+}
+
+// untrack forgets a session that ended.
+func (a *Auth) untrack(cl *mqtt.Client) {
+	a.sessions.mu.Lock()
+	defer a.sessions.mu.Unlock()
+	m := a.sessions.byDevice[cl.ID]
+	if s, ok := m[cl]; ok {
+		s.expiry.Stop()
+		delete(m, cl)
+		if len(m) == 0 {
+			delete(a.sessions.byDevice, cl.ID)
+		}
+	}
+}
+
+// sessionsOf returns the open sessions of a device.
+func (a *Auth) sessionsOf(deviceID string) []*session {
+	a.sessions.mu.Lock()
+	defer a.sessions.mu.Unlock()
+	var out []*session
+	for _, s := range a.sessions.byDevice[deviceID] {
+		out = append(out, s)
+	}
+	return out
+}
+
+// revoke ends a session whose credentials are no longer valid.
+func (a *Auth) revoke(cl *mqtt.Client, reason string) {
+	if cl.Closed() {
+		return
+	}
+	a.sessions.revoked.WithLabelValues(reason).Inc()
+	a.log.Warn("ended a device session: its credentials are no longer valid", "device", cl.ID, "remote", cl.Net.Remote, "reason", reason)
+	// Stop closes the socket without writing to it (a DISCONNECT could
+	// block on a device that does not read); mochi then ends the session
+	// as for any dropped connection.
+	cl.Stop(packets.ErrNotAuthorized)
+}
+
+// Run ends device sessions whose credentials registry changes revoked,
+// until ctx ends. nc receives the processor's registry notices.
+func (a *Auth) Run(ctx context.Context, nc *nats.Conn) error {
+	sub, err := nc.Subscribe(topology.RegistrySubjects, func(m *nats.Msg) {
+		token := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
+		deviceID, err := topology.DeviceID(token)
+		if err != nil {
+			a.log.Warn("ignoring a registry notice with an undecodable device", "subject", m.Subject, "err", err)
+			return
+		}
+		a.recheck(ctx, deviceID)
+	})
+	if err != nil {
+		return fmt.Errorf("subscribing to registry notices (%s): %w", topology.RegistrySubjects, err)
+	}
+	<-ctx.Done()
+	return sub.Unsubscribe()
+}
+
+// recheck checks the device's open sessions against its record and ends
+// those whose credentials are no longer valid.
+func (a *Auth) recheck(ctx context.Context, deviceID string) {
+	open := a.sessionsOf(deviceID)
+	if len(open) == 0 {
+		return // the device is not connected here: nothing to read
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	rec, err := a.records.Get(ctx, deviceID)
+	switch {
+	case errors.Is(err, pipeline.ErrNotFound):
+		for _, s := range open {
+			a.revoke(s.cl, revokedDeleted)
+		}
+		return
+	case err != nil:
+		a.log.Error("reading a device record to re-check its sessions failed; they stay open until their tokens expire",
+			"device", deviceID, "err", err)
+		return
+	case rec.Twin.Status != "enabled":
+		for _, s := range open {
+			a.revoke(s.cl, revokedDisabled)
+		}
+		return
+	}
+	now := time.Now()
+	for _, s := range open {
+		if s.token.KeyName != "" {
+			continue // signed with a policy key, which a device update does not change
+		}
+		switch err := s.token.Verify(now, rec.Identity.PrimaryKey, rec.Identity.SecondaryKey); {
+		case errors.Is(err, sas.ErrExpired):
+			a.revoke(s.cl, revokedExpired)
+		case err != nil:
+			a.revoke(s.cl, revokedKeyChanged)
+		}
+	}
+}
