@@ -31,6 +31,14 @@ type Client struct {
 
 	mu      sync.Mutex
 	waiters map[string]chan Result
+	// callbacks are the waiters of SubmitThen: no goroutine waits for them.
+	callbacks map[string]*callback
+}
+
+// callback is a SubmitThen waiter; timer ends its wait.
+type callback struct {
+	done  func(Result, error)
+	timer *time.Timer
 }
 
 // NewClient subscribes to a private reply inbox on nc. timeout bounds Do and
@@ -41,7 +49,7 @@ func NewClient(nc *nats.Conn, partitions int, timeout time.Duration) (*Client, e
 		return nil, fmt.Errorf("opening JetStream: %w", err)
 	}
 	c := &Client{js: js, partitions: partitions, timeout: timeout, waiters: make(map[string]chan Result),
-		inbox: "_INBOX.twinhub." + nuid.Next()}
+		callbacks: make(map[string]*callback), inbox: "_INBOX.twinhub." + nuid.Next()}
 	c.sub, err = nc.Subscribe(c.inbox+".*", c.deliver)
 	if err != nil {
 		return nil, fmt.Errorf("subscribing to the reply inbox: %w", err)
@@ -61,9 +69,15 @@ func (c *Client) deliver(m *nats.Msg) {
 	c.mu.Lock()
 	ch := c.waiters[id]
 	delete(c.waiters, id)
+	cb := c.callbacks[id]
+	delete(c.callbacks, id)
 	c.mu.Unlock()
 	if ch != nil {
 		ch <- res // buffered, never blocks
+	}
+	if cb != nil {
+		cb.timer.Stop()
+		cb.done(res, nil)
 	}
 }
 
@@ -91,6 +105,48 @@ func (c *Client) Submit(ctx context.Context, cmd Command) (*Pending, error) {
 		return nil, fmt.Errorf("storing %s command for %s: %w", cmd.Kind, cmd.DeviceID, err)
 	}
 	return p, nil
+}
+
+// SubmitThen stores cmd in JetStream like Submit and, if that succeeds,
+// calls done exactly once: with the command's result, or with ErrTimeout
+// when the result has not arrived within the client's timeout. No goroutine
+// waits meanwhile, so outstanding commands cost a map entry and a timer
+// each. done runs on the goroutine that delivers every result of the client
+// (or on a timer's), so it must be quick and must not block. When SubmitThen
+// returns an error, done is not called.
+func (c *Client) SubmitThen(ctx context.Context, cmd Command, done func(Result, error)) error {
+	if cmd.ID == "" {
+		cmd.ID = nuid.Next()
+	}
+	id := cmd.ID
+	cb := &callback{done: done}
+	c.mu.Lock()
+	// Fires at most once; the entry's owner (deliver or this timer) is
+	// whoever removes it from the map.
+	cb.timer = time.AfterFunc(c.timeout, func() {
+		if c.takeCallback(id) != nil {
+			done(Result{}, ErrTimeout)
+		}
+	})
+	c.callbacks[id] = cb
+	c.mu.Unlock()
+	msg := cmd.Msg(topology.CommandSubject(cmd.DeviceID, c.partitions), c.inbox+"."+id)
+	if _, err := c.js.PublishMsg(ctx, msg, jetstream.WithMsgID(id), jetstream.WithExpectStream(topology.CommandStream)); err != nil {
+		if c.takeCallback(id) == nil {
+			return nil // the timer fired already and told done
+		}
+		cb.timer.Stop()
+		return fmt.Errorf("storing %s command for %s: %w", cmd.Kind, cmd.DeviceID, err)
+	}
+	return nil
+}
+
+func (c *Client) takeCallback(id string) *callback {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cb := c.callbacks[id]
+	delete(c.callbacks, id)
+	return cb
 }
 
 // ID returns the command's ID.

@@ -2,7 +2,6 @@ package mqttbridge
 
 import (
 	"context"
-	"errors"
 	"strings"
 	"time"
 
@@ -55,31 +54,6 @@ func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	default:
 		return pk, nil
 	}
-}
-
-// BrokerPublisher publishes hub → device messages through the embedded broker.
-type BrokerPublisher struct{ Server *mqtt.Server }
-
-// PublishToDevice implements Publisher.
-func (p BrokerPublisher) PublishToDevice(topic string, payload []byte, qos byte) error {
-	return p.Server.Publish(topic, payload, false, qos)
-}
-
-// PublishToClient implements Publisher.
-func (p BrokerPublisher) PublishToClient(clientID, topic string, payload []byte) error {
-	cl, ok := p.Server.Clients.Get(clientID)
-	if !ok || cl.Closed() || (strings.HasPrefix(topic, "$iothub/") && !AzureClient(cl)) {
-		return nil
-	}
-	err := cl.WritePacket(packets.Packet{
-		FixedHeader: packets.FixedHeader{Type: packets.Publish},
-		TopicName:   topic,
-		Payload:     payload,
-	})
-	if errors.Is(err, mqtt.ErrConnectionClosed) {
-		return nil
-	}
-	return err
 }
 
 // AzureClient reports whether a connection uses Azure IoT Hub's username

@@ -3,6 +3,7 @@ package mqttbridge
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -31,9 +32,17 @@ type Publisher interface {
 type ServiceConfig struct {
 	// MaxPayload bounds a request body (default 64 KiB); larger ones get 413.
 	MaxPayload int
-	// MaxInFlight bounds requests stored but not yet answered (default 20,000); beyond it devices get 429.
+	// MaxInFlight bounds requests stored but not yet answered, over all
+	// devices (default 20,000); beyond it devices get 429. It is a safety net
+	// for the hub's memory; MaxInFlightPerDevice is what keeps one device
+	// from starving the others.
 	MaxInFlight int64
-	Logger      *slog.Logger
+	// MaxInFlightPerDevice bounds one device's requests stored but not yet
+	// answered (default 16); beyond it that device gets 429
+	// (ThrottlingException) on its response topic, and other devices are
+	// not affected.
+	MaxInFlightPerDevice int
+	Logger               *slog.Logger
 }
 
 func (c *ServiceConfig) defaults() {
@@ -43,9 +52,27 @@ func (c *ServiceConfig) defaults() {
 	if c.MaxInFlight == 0 {
 		c.MaxInFlight = 20000
 	}
+	if c.MaxInFlightPerDevice == 0 {
+		c.MaxInFlightPerDevice = 16
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+}
+
+// Validate reports configuration problems; zero values take defaults.
+func (c ServiceConfig) Validate() error {
+	var errs []error
+	if c.MaxPayload < 0 {
+		errs = append(errs, fmt.Errorf("mqtt service: the payload limit must not be negative (got %d)", c.MaxPayload))
+	}
+	if c.MaxInFlight < 0 {
+		errs = append(errs, fmt.Errorf("mqtt service: the in-flight limit must not be negative (got %d)", c.MaxInFlight))
+	}
+	if c.MaxInFlightPerDevice < 0 {
+		errs = append(errs, fmt.Errorf("mqtt service: the per-device in-flight limit must not be negative (got %d)", c.MaxInFlightPerDevice))
+	}
+	return errors.Join(errs...)
 }
 
 // Service turns device publishes into pipeline commands and answers them.
@@ -56,7 +83,9 @@ type Service struct {
 	log      *slog.Logger
 	metrics  *metrics
 	inFlight atomic.Int64
-	// ctx bounds the goroutines that wait for results; cancelled by Close.
+	// perDevice counts each device's requests in flight.
+	perDevice *deviceLimiter
+	// ctx is cancelled by Close; results arriving later are not answered.
 	ctx    context.Context
 	cancel context.CancelFunc
 }
@@ -66,13 +95,14 @@ type Service struct {
 func NewService(cfg ServiceConfig, client *pipeline.Client, reg prometheus.Registerer) *Service {
 	cfg.defaults()
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Service{cfg: cfg, client: client, log: cfg.Logger.With("component", "mqtt"), metrics: newMetrics(reg), ctx: ctx, cancel: cancel}
+	return &Service{cfg: cfg, client: client, log: cfg.Logger.With("component", "mqtt"), metrics: newMetrics(reg),
+		perDevice: newDeviceLimiter(cfg.MaxInFlightPerDevice), ctx: ctx, cancel: cancel}
 }
 
 // SetPublisher sets where responses go. Call it before traffic flows.
 func (s *Service) SetPublisher(p Publisher) { s.pub = p }
 
-// Close stops waiting for outstanding results.
+// Close stops answering: results that arrive later are dropped.
 func (s *Service) Close() { s.cancel() }
 
 // Outcome of HandlePublish for the broker.
@@ -133,22 +163,27 @@ func (s *Service) HandlePublish(ctx context.Context, clientID, topic string, pay
 		s.answerError(req, http.StatusTooManyRequests, "ThrottlingException", "too many twin requests in flight; retry later")
 		return Accepted
 	}
+	if !s.perDevice.acquire(req.DeviceID) {
+		s.metrics.requests.WithLabelValues(op, "throttled").Inc()
+		s.answerError(req, http.StatusTooManyRequests, "ThrottlingException",
+			"this device has "+itoa(s.cfg.MaxInFlightPerDevice)+" twin requests in flight, the limit; wait for their responses and retry")
+		return Accepted
+	}
+	s.inFlight.Add(1)
+	release := func() {
+		s.inFlight.Add(-1)
+		s.perDevice.release(req.DeviceID)
+	}
 	cmd := pipeline.Command{DeviceID: req.DeviceID, Kind: pipeline.KindDeviceGet}
 	if req.Op == OpPatchReported {
 		cmd.Kind, cmd.Body = pipeline.KindPatchReported, payload
 	}
-	pending, err := s.client.Submit(ctx, cmd)
-	if err != nil {
-		s.metrics.requests.WithLabelValues(op, "error").Inc()
-		s.log.Error("storing a device request failed; the publish is not acknowledged", "device", req.DeviceID, "err", err)
-		s.answerError(req, http.StatusServiceUnavailable, "ServiceUnavailable", "the hub could not store the request; retry")
-		return Failed
-	}
-	s.inFlight.Add(1)
-	// Exits when the result arrives, the client's timeout passes, or Close.
-	go func() {
-		defer s.inFlight.Add(-1)
-		res, err := pending.Wait(s.ctx)
+	// The answer is sent from the callback: no goroutine waits per request.
+	err = s.client.SubmitThen(ctx, cmd, func(res pipeline.Result, err error) {
+		defer release()
+		if s.ctx.Err() != nil {
+			return // closed: the broker may be gone
+		}
 		if err != nil {
 			s.metrics.requests.WithLabelValues(op, "error").Inc()
 			s.answerError(req, http.StatusGatewayTimeout, "GatewayTimeout", err.Error())
@@ -161,7 +196,14 @@ func (s *Service) HandlePublish(ctx context.Context, clientID, topic string, pay
 		}
 		s.metrics.requests.WithLabelValues(op, result).Inc()
 		s.metrics.duration.WithLabelValues(op).Observe(time.Since(start).Seconds())
-	}()
+	})
+	if err != nil {
+		release()
+		s.metrics.requests.WithLabelValues(op, "error").Inc()
+		s.log.Error("storing a device request failed; the publish is not acknowledged", "device", req.DeviceID, "err", err)
+		s.answerError(req, http.StatusServiceUnavailable, "ServiceUnavailable", "the hub could not store the request; retry")
+		return Failed
+	}
 	return Accepted
 }
 

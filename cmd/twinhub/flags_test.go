@@ -48,6 +48,7 @@ func TestFlagErrors(t *testing.T) {
 		{args: []string{"--hostname", "hub.example.com,hub.example.com:443"}, want: "--hostname"},
 		{args: []string{"--tls-cert", "a.pem"}, want: "--tls-key"},
 		{args: []string{"--data-dir", ""}, want: "--data-dir"},
+		{args: []string{"--mqtt-device-max-in-flight", "0"}, want: "--mqtt-device-max-in-flight"},
 		{env: [2]string{"TWINHUB_PARTITIONS", "many"}, want: "TWINHUB_PARTITIONS"},
 		{env: [2]string{"TWINHUB_AUTH", "perhaps"}, want: "TWINHUB_AUTH"},
 		{env: [2]string{"TWINHUB_SYNC_INTERVAL", "soon"}, want: "TWINHUB_SYNC_INTERVAL"},

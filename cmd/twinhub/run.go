@@ -51,6 +51,8 @@ type runConfig struct {
 	auth         bool
 	pprof        bool
 	history      historyConfig
+	// deviceInFlight bounds one device's MQTT twin requests in flight.
+	deviceInFlight int
 }
 
 func (c runConfig) validate() error {
@@ -71,6 +73,9 @@ func (c runConfig) validate() error {
 		if _, _, err := net.SplitHostPort(addr); err != nil {
 			errs = append(errs, fmt.Errorf("%s %q: %v", name, addr, err))
 		}
+	}
+	if c.deviceInFlight < 1 {
+		errs = append(errs, fmt.Errorf("--mqtt-device-max-in-flight must be at least 1, got %d", c.deviceInFlight))
 	}
 	if c.dataDir == "" {
 		errs = append(errs, errors.New("--data-dir must not be empty"))
@@ -121,6 +126,7 @@ func parseRunFlags(args []string) (runConfig, error) {
 	hostnames := fs.String("hostname", "", "comma-separated host names the hub also answers to: SAS tokens may name them, and the local CA's certificate covers them (localhost always)")
 	httpRead := fs.Duration("http-read-timeout", 30*time.Second, "time a client has to send a whole HTTP request, body included")
 	auth := fs.Bool("auth", true, "require SAS tokens from devices and back ends (false: anyone on the listeners may do anything)")
+	deviceInFlight := fs.Int("mqtt-device-max-in-flight", 16, "twin requests one device may have in flight over MQTT; beyond it that device gets 429 (ThrottlingException) and other devices are unaffected")
 	pprofOn := fs.Bool("pprof", false, "serve Go profiles at /debug/pprof/ on the HTTP listener, unauthenticated (keep it on loopback)")
 	history := historyFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -130,6 +136,7 @@ func parseRunFlags(args []string) (runConfig, error) {
 		mqttURL: *mqttURL, bridgeID: *bridgeID, partitions: *partitions, syncAlways: *syncAlways,
 		syncInterval: *syncInterval, eventMaxAge: *eventMaxAge, logLevel: *logLevel, httpRead: *httpRead,
 		mqttsAddr: *mqttsAddr, httpsAddr: *httpsAddr, tlsCert: *tlsCert, tlsKey: *tlsKey, auth: *auth, pprof: *pprofOn, history: history()}
+	c.deviceInFlight = *deviceInFlight
 	for _, h := range strings.Split(*hostnames, ",") {
 		if h = strings.TrimSpace(h); h != "" {
 			c.hostnames = append(c.hostnames, h)
@@ -236,14 +243,14 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 	}
 
 	// MQTT: embedded broker with the twin hook unless --mqtt-url.
-	svc := mqttbridge.NewService(mqttbridge.ServiceConfig{Logger: log}, client, reg)
+	svc := mqttbridge.NewService(mqttbridge.ServiceConfig{MaxInFlightPerDevice: c.deviceInFlight, Logger: log}, client, reg)
 	defer svc.Close()
 	var broker *embedded.Broker
 	var bridge *mqttbridge.Bridge
+	var auth *mqttbridge.Auth
 	if c.mqttURL == "" {
 		bcfg := embedded.BrokerConfig{Addr: c.mqttAddr, TLSAddr: c.mqttsAddr, TLS: tlsConfig, AllowAnonymous: !c.auth, Logger: log}
 		hooks := []mqtt.Hook{mqttbridge.NewHook(svc)}
-		var auth *mqttbridge.Auth
 		if c.auth {
 			auth = mqttbridge.NewAuth(store, client, policies, log, reg)
 			auth.SetHubNames(sas.HubNames(c.hostnames...))
@@ -256,7 +263,7 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 		if auth != nil {
 			auth.SetServer(broker.Server)
 		}
-		svc.SetPublisher(mqttbridge.BrokerPublisher{Server: broker.Server})
+		svc.SetPublisher(mqttbridge.NewBrokerPublisher(broker.Server))
 		reg.MustRegister(embedded.NewBrokerCollector(broker))
 		log.Info("embedded MQTT broker listening", "addr", broker.Addr(), "tls_addr", broker.TLSAddr())
 	} else {
@@ -309,6 +316,9 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 	}
 	if bridge != nil {
 		g.Go(func() error { return bridge.Run(gctx) })
+	}
+	if auth != nil {
+		g.Go(func() error { return auth.Run(gctx, nc) })
 	}
 	httpErr := make(chan error, 1)
 	// Exits when httpSrv.Shutdown is called.
