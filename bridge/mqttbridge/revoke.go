@@ -27,7 +27,11 @@ import (
 //     token's key is no longer one of the device's: the processor announces
 //     every registry change on a core NATS subject (topology.RegistrySubject),
 //     which every instance's hook receives (Run); a hook with a session of
-//     that device reads the record and checks each session again.
+//     that device reads the record and checks each session again. A session
+//     that was authenticated before a notice but started after it (its
+//     record was read before the change) is checked when it starts: the
+//     hook remembers the devices it had notices for in the last
+//     recentNotice.
 //
 // Each revocation is logged with its reason (never the token) and counted in
 // twinhub_mqtt_sessions_revoked_total.
@@ -39,6 +43,11 @@ const (
 	revokedDeleted    = "deleted"
 	revokedKeyChanged = "key_changed"
 )
+
+// recentNotice is how long a registry notice makes a new session of its
+// device be checked again when it starts; far longer than the time between
+// authenticating a connection and starting its session.
+const recentNotice = 10 * time.Second
 
 // session is an open device connection and the token it connected with.
 type session struct {
@@ -54,10 +63,13 @@ type sessions struct {
 
 	mu       sync.Mutex
 	byDevice map[string]map[*mqtt.Client]*session
+	// notices holds when devices last had a registry notice, for at most
+	// recentNotice.
+	notices map[string]time.Time
 }
 
 func newSessions(reg prometheus.Registerer) *sessions {
-	s := &sessions{byDevice: make(map[string]map[*mqtt.Client]*session),
+	s := &sessions{byDevice: make(map[string]map[*mqtt.Client]*session), notices: make(map[string]time.Time),
 		revoked: promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
 			Namespace: "twinhub", Subsystem: "mqtt", Name: "sessions_revoked_total",
 			Help: "Device sessions the hub ended because their credentials stopped being valid, by reason (expired, disabled, deleted, key_changed).",
@@ -89,7 +101,13 @@ func (a *Auth) track(cl *mqtt.Client, pk packets.Packet) {
 		a.sessions.byDevice[cl.ID] = m
 	}
 	m[cl] = s
+	noticed, recent := a.sessions.notices[cl.ID]
+	recent = recent && time.Since(noticed) < recentNotice
 	a.sessions.mu.Unlock()
+	if recent {
+		// Ends after one record read, bounded by recheck's timeout.
+		go a.recheck(context.Background(), cl.ID)
+	}
 }
 
 // untrack forgets a session that ended.
@@ -140,8 +158,11 @@ func (a *Auth) Run(ctx context.Context, nc *nats.Conn) error {
 			a.log.Warn("ignoring a registry notice with an undecodable device", "subject", m.Subject, "err", err)
 			return
 		}
-		a.recheck(ctx, deviceID)
+		a.check(ctx, deviceID, a.noticed(deviceID))
 	})
+	if err == nil {
+		err = nc.Flush() // the subscription is in place before Run's caller goes on
+	}
 	if err != nil {
 		return fmt.Errorf("subscribing to registry notices (%s): %w", topology.RegistrySubjects, err)
 	}
@@ -149,10 +170,30 @@ func (a *Auth) Run(ctx context.Context, nc *nats.Conn) error {
 	return sub.Unsubscribe()
 }
 
+// noticed records a registry notice for deviceID and returns its open
+// sessions.
+func (a *Auth) noticed(deviceID string) []*session {
+	a.sessions.mu.Lock()
+	now := time.Now()
+	if len(a.sessions.notices) >= 1024 {
+		for id, at := range a.sessions.notices {
+			if now.Sub(at) >= recentNotice {
+				delete(a.sessions.notices, id)
+			}
+		}
+	}
+	a.sessions.notices[deviceID] = now
+	a.sessions.mu.Unlock()
+	return a.sessionsOf(deviceID)
+}
+
 // recheck checks the device's open sessions against its record and ends
 // those whose credentials are no longer valid.
 func (a *Auth) recheck(ctx context.Context, deviceID string) {
-	open := a.sessionsOf(deviceID)
+	a.check(ctx, deviceID, a.sessionsOf(deviceID))
+}
+
+func (a *Auth) check(ctx context.Context, deviceID string, open []*session) {
 	if len(open) == 0 {
 		return // the device is not connected here: nothing to read
 	}
