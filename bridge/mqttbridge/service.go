@@ -95,8 +95,13 @@ type Service struct {
 func NewService(cfg ServiceConfig, client *pipeline.Client, reg prometheus.Registerer) *Service {
 	cfg.defaults()
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Service{cfg: cfg, client: client, log: cfg.Logger.With("component", "mqtt"), metrics: newMetrics(reg),
+	s := &Service{cfg: cfg, client: client, log: cfg.Logger.With("component", "mqtt"), metrics: newMetrics(reg),
 		perDevice: newDeviceLimiter(cfg.MaxInFlightPerDevice), ctx: ctx, cancel: cancel}
+	promauto.With(reg).NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "twinhub", Subsystem: "mqtt", Name: "requests_in_flight",
+		Help: "Device twin requests stored but not yet answered.",
+	}, func() float64 { return float64(s.inFlight.Load()) })
+	return s
 }
 
 // SetPublisher sets where responses go. Call it before traffic flows.
