@@ -162,3 +162,24 @@ func TestRevocation(t *testing.T) {
 		}
 	}
 }
+
+// TestRevocationAcrossInstances: a device connected to instance B's broker
+// is disconnected when instance A disables it (both share A's JetStream;
+// whichever processor applies the change, every instance hears of it).
+func TestRevocationAcrossInstances(t *testing.T) {
+	a := startTwinhub(t, "")
+	b := startTwinhub(t, "", "--nats-url", a.NATS)
+	if r := a.call(t, "PUT", "/devices/revShared", ""); r.Status != 200 {
+		t.Fatalf("creating the device: %d %s", r.Status, r.Body)
+	}
+	r := b.connectRevocable(t, "revShared", a.deviceKey(t, "revShared"), time.Now().Add(time.Hour))
+	start := time.Now()
+	if res := a.call(t, "PUT", "/devices/revShared", `{"deviceId":"revShared","status":"disabled"}`, "If-Match", `"*"`); res.Status != 200 {
+		t.Fatalf("disabling through A: %d %s", res.Status, res.Body)
+	}
+	at := r.waitClosed(t, 3*time.Second, "disable through the other instance")
+	t.Logf("disabled through A: the session on B closed %s after the change was acknowledged", at.Sub(start).Round(time.Millisecond))
+	if v := b.metricValue(t, `twinhub_mqtt_sessions_revoked_total{reason="disabled"}`); v != "1" {
+		t.Errorf("B counted %q revocations for disabled, want 1", v)
+	}
+}
