@@ -85,10 +85,15 @@ type Service struct {
 	inFlight atomic.Int64
 	// perDevice counts each device's requests in flight.
 	perDevice *deviceLimiter
+	// answers queues the answers to send (see respondAll); bounded.
+	answers chan func()
 	// ctx is cancelled by Close; results arriving later are not answered.
 	ctx    context.Context
 	cancel context.CancelFunc
 }
+
+// responders is the number of goroutines sending answers.
+const responders = 4
 
 // NewService builds the service. pub is set later with SetPublisher when
 // the broker is created after the service (the embedded hook case).
@@ -96,7 +101,10 @@ func NewService(cfg ServiceConfig, client *pipeline.Client, reg prometheus.Regis
 	cfg.defaults()
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Service{cfg: cfg, client: client, log: cfg.Logger.With("component", "mqtt"), metrics: newMetrics(reg),
-		perDevice: newDeviceLimiter(cfg.MaxInFlightPerDevice), ctx: ctx, cancel: cancel}
+		perDevice: newDeviceLimiter(cfg.MaxInFlightPerDevice), answers: make(chan func(), 4096), ctx: ctx, cancel: cancel}
+	for range responders {
+		go s.respondAll() // exits when Close cancels ctx
+	}
 	promauto.With(reg).NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: "twinhub", Subsystem: "mqtt", Name: "requests_in_flight",
 		Help: "Device twin requests stored but not yet answered.",
@@ -107,7 +115,7 @@ func NewService(cfg ServiceConfig, client *pipeline.Client, reg prometheus.Regis
 // SetPublisher sets where responses go. Call it before traffic flows.
 func (s *Service) SetPublisher(p Publisher) { s.pub = p }
 
-// Close stops answering: results that arrive later are dropped.
+// Close stops answering: results that arrive later are not answered.
 func (s *Service) Close() { s.cancel() }
 
 // Outcome of HandlePublish for the broker.
@@ -183,24 +191,21 @@ func (s *Service) HandlePublish(ctx context.Context, clientID, topic string, pay
 	if req.Op == OpPatchReported {
 		cmd.Kind, cmd.Body = pipeline.KindPatchReported, payload
 	}
-	// The answer is sent from the callback: no goroutine waits per request.
+	// No goroutine waits per request: the client calls back with the
+	// result, and the callback, which must not block (it runs on the
+	// goroutine that delivers every result), hands the answer to the
+	// responders. When their queue is full the answer is dropped.
 	err = s.client.SubmitThen(ctx, cmd, func(res pipeline.Result, err error) {
-		defer release()
-		if s.ctx.Err() != nil {
-			return // closed: the broker may be gone
-		}
-		if err != nil {
+		select {
+		case s.answers <- func() {
+			defer release()
+			s.finish(req, op, start, res, err)
+		}:
+		default:
+			release()
 			s.metrics.requests.WithLabelValues(op, "error").Inc()
-			s.answerError(req, http.StatusGatewayTimeout, "GatewayTimeout", err.Error())
-			return
+			s.metrics.responseFailures.Inc()
 		}
-		s.answer(req, res)
-		result := "ok"
-		if !res.OK() {
-			result = "rejected"
-		}
-		s.metrics.requests.WithLabelValues(op, result).Inc()
-		s.metrics.duration.WithLabelValues(op).Observe(time.Since(start).Seconds())
 	})
 	if err != nil {
 		release()
@@ -210,6 +215,37 @@ func (s *Service) HandlePublish(ctx context.Context, clientID, topic string, pay
 		return Failed
 	}
 	return Accepted
+}
+
+// finish answers a request with its result, or with 504 when waiting for it failed.
+func (s *Service) finish(req Request, op string, start time.Time, res pipeline.Result, err error) {
+	if err != nil {
+		s.metrics.requests.WithLabelValues(op, "error").Inc()
+		s.answerError(req, http.StatusGatewayTimeout, "GatewayTimeout", err.Error())
+		return
+	}
+	s.answer(req, res)
+	result := "ok"
+	if !res.OK() {
+		result = "rejected"
+	}
+	s.metrics.requests.WithLabelValues(op, result).Inc()
+	s.metrics.duration.WithLabelValues(op).Observe(time.Since(start).Seconds())
+}
+
+// respondAll runs the answers handed over by result callbacks until Close.
+// The embedded broker's publishes never wait, so a few responders keep up;
+// an external broker's may, and then only the responders wait, not the
+// delivery of results to everyone else.
+func (s *Service) respondAll() {
+	for {
+		select {
+		case answer := <-s.answers:
+			answer()
+		case <-s.ctx.Done():
+			return
+		}
+	}
 }
 
 func (s *Service) answer(req Request, res pipeline.Result) {
