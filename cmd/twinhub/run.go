@@ -243,7 +243,11 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 	}
 
 	// MQTT: embedded broker with the twin hook unless --mqtt-url.
-	svc := mqttbridge.NewService(mqttbridge.ServiceConfig{MaxInFlightPerDevice: c.deviceInFlight, Logger: log}, client, reg)
+	svcCfg := mqttbridge.ServiceConfig{MaxInFlightPerDevice: c.deviceInFlight, Logger: log}
+	if err := svcCfg.Validate(); err != nil {
+		return err
+	}
+	svc := mqttbridge.NewService(svcCfg, client, reg)
 	defer svc.Close()
 	var broker *embedded.Broker
 	var bridge *mqttbridge.Bridge
