@@ -63,8 +63,9 @@ type sessions struct {
 
 	mu       sync.Mutex
 	byDevice map[string]map[*mqtt.Client]*session
-	// notices holds when devices last had a registry notice, for at most
-	// recentNotice.
+	// notices holds when devices last had a registry notice; entries older
+	// than recentNotice count for nothing and are pruned once there are
+	// 1,024.
 	notices map[string]time.Time
 }
 
