@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/url"
 	"path/filepath"
+	"strings"
 
 	"github.com/nats-io/nats.go"
 
@@ -114,6 +116,18 @@ func embeddedNATSUsers(dataDir string) (internal embedded.NATSUser, users []embe
 	return internal, users, ps, created, nil
 }
 
+// natsErrorLogger logs the errors NATS reports asynchronously, such as a
+// permissions violation or a refused password.
+func natsErrorLogger(log *slog.Logger) nats.ErrHandler {
+	return func(nc *nats.Conn, _ *nats.Subscription, err error) {
+		msg := "NATS reported an error"
+		if errors.Is(err, nats.ErrPermissionViolation) || errors.Is(err, nats.ErrAuthorization) {
+			msg = "NATS refused twinhub: its user needs the permissions in the README (twinhub nats-credentials --server-config)"
+		}
+		log.Error(msg, "component", "nats-client", "connection", nc.Opts.Name, "err", err)
+	}
+}
+
 // redactURL returns a NATS URL without its password, for messages.
 func redactURL(s string) string {
 	u, err := url.Parse(s)
@@ -134,10 +148,16 @@ func cmdNATSCredentials(_ context.Context, args []string) error {
 	fs := flagSet("nats-credentials")
 	dataDir := fs.String("data-dir", "./data", "data directory of the hub (the NATS passwords are in it)")
 	addr := fs.String("nats-addr", "127.0.0.1:4222", "address the hub's embedded NATS listens on, as `twinhub run --nats-addr`")
+	serverConfig := fs.Bool("server-config", false, "print instead the authorization block of a nats-server configuration "+
+		"with the users and permissions twinhub and change-event readers need on an external NATS")
 	user := fs.String("user", embedded.EventsNATSUser, "events: the read-only change-event reader; "+embedded.InternalNATSUser+
 		": twinhub's own user, which may do everything (for a second instance with --nats-url, or repairs)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *serverConfig {
+		fmt.Print(natsServerConfig())
+		return nil
 	}
 	if _, _, err := net.SplitHostPort(*addr); err != nil {
 		return fmt.Errorf("--nats-addr %q: %v", *addr, err)
@@ -155,4 +175,36 @@ func cmdNATSCredentials(_ context.Context, args []string) error {
 		fmt.Printf("# read-only: stream %s (subjects %s), its own consumers, replies on _INBOX.>\n", topology.EventStream, topology.EventSubjects)
 	}
 	return nil
+}
+
+// natsServerConfig renders the authorization block of a nats-server
+// configuration for an external NATS: twinhub's user and the events reader
+// with their permissions, passwords from environment variables.
+func natsServerConfig() string {
+	var b strings.Builder
+	list := func(indent, name string, subjects []string) {
+		if len(subjects) == 0 {
+			return
+		}
+		fmt.Fprintf(&b, "%s%s: [\n", indent, name)
+		for _, s := range subjects {
+			fmt.Fprintf(&b, "%s  %q\n", indent, s)
+		}
+		fmt.Fprintf(&b, "%s]\n", indent)
+	}
+	user := func(name, passwordVar string, p topology.Permissions) {
+		fmt.Fprintf(&b, "    {\n      user: %s\n      password: $%s\n      permissions: {\n", name, passwordVar)
+		b.WriteString("        publish: {\n")
+		list("          ", "allow", p.PublishAllow)
+		list("          ", "deny", p.PublishDeny)
+		b.WriteString("        }\n        subscribe: {\n")
+		list("          ", "allow", p.SubscribeAllow)
+		list("          ", "deny", p.SubscribeDeny)
+		b.WriteString("        }\n      }\n    }\n")
+	}
+	b.WriteString("authorization {\n  users: [\n")
+	user(embedded.InternalNATSUser, "TWINHUB_NATS_PASSWORD", topology.HubPermissions())
+	user(embedded.EventsNATSUser, "TWINHUB_EVENTS_PASSWORD", topology.EventReaderPermissions())
+	b.WriteString("  ]\n}\n")
+	return b.String()
 }

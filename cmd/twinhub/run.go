@@ -157,9 +157,9 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 
 	// NATS: embedded unless --nats-url. Replies to twinhub go to a private
 	// inbox prefix (see topology.InternalInboxPrefix).
-	inbox := nats.CustomInboxPrefix(topology.InternalInboxPrefix)
+	inbox, errs := nats.CustomInboxPrefix(topology.InternalInboxPrefix), nats.ErrorHandler(natsErrorLogger(log))
 	connect := func(name string) (*nats.Conn, error) {
-		return nats.Connect(c.natsURL, append(c.nats.options(), inbox, nats.Name(name), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true))...)
+		return nats.Connect(c.natsURL, append(c.nats.options(), inbox, errs, nats.Name(name), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true))...)
 	}
 	var ns *embedded.NATS
 	if c.natsURL == "" {
@@ -175,7 +175,7 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 			return err
 		}
 		defer ns.Shutdown()
-		connect = func(name string) (*nats.Conn, error) { return ns.Connect(name, inbox) }
+		connect = func(name string) (*nats.Conn, error) { return ns.Connect(name, inbox, errs) }
 		log.Info("embedded NATS with JetStream started", "url", ns.ClientURL(), "store", filepath.Join(c.dataDir, "jetstream"), "sync_always", c.syncAlways)
 		log.Info("embedded NATS requires a user and password; `twinhub nats-credentials` prints the read-only events user's",
 			"passwords", passwords.Path(), "new", created)

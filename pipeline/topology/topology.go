@@ -361,3 +361,25 @@ func EventReaderPermissions() Permissions {
 	}
 	return p
 }
+
+// HubPermissions is what twinhub's own user needs on an external NATS (on
+// the embedded one it may do everything): the JetStream API (it provisions
+// the streams, consumers and bucket), its commands and events, the twin
+// bucket, acknowledgements and flow control of its consumers, and replies on
+// its private inbox prefix, to which the processor also publishes command
+// results.
+func HubPermissions() Permissions {
+	return Permissions{
+		PublishAllow: []string{
+			"$JS.API.>",
+			"$JS.ACK." + CommandStream + ".>",
+			"$JS.ACK." + EventStream + ".>",
+			"$JS.FC.>",
+			commandPrefix + ">",
+			eventPrefix + "*",
+			"$KV." + TwinBucket + ".>",
+			InternalInboxPrefix + ".>",
+		},
+		SubscribeAllow: []string{InternalInboxPrefix + ".>"},
+	}
+}
