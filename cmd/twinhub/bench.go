@@ -132,7 +132,8 @@ func cmdBench(ctx context.Context, args []string) error {
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run (embedded hub included) to this file")
 	memProfile := fs.String("memprofile", "", "write a heap profile at the end to this file")
 	mqttURL := fs.String("mqtt", "", "broker of the hub under test (default: its own embedded hub's)")
-	natsURL := fs.String("nats", "", "NATS of the hub under test, for event latency and the JetStream baseline (default: the embedded hub's)")
+	natsURL := fs.String("nats", "", "NATS URL with credentials of the hub under test, for event latency and the JetStream baseline (default: the embedded hub's); "+
+		"`twinhub nats-credentials --user twinhub` prints it (the events user suffices without --baseline)")
 	history := fs.String("history", "auto", "the embedded hub keeps history in a local ClickHouse: auto (when installed), on or off")
 	if err := fs.Parse(args); err != nil {
 		return err
