@@ -128,6 +128,21 @@ func natsErrorLogger(log *slog.Logger) nats.ErrHandler {
 	}
 }
 
+// natsRefusal explains a failed setup by the connection's last error, such
+// as refused credentials; it is empty when there is none.
+func natsRefusal(nc *nats.Conn) string {
+	err := nc.LastError()
+	switch {
+	case err == nil:
+		return ""
+	case errors.Is(err, nats.ErrAuthorization), errors.Is(err, nats.ErrAuthExpired), errors.Is(err, nats.ErrAuthRevoked):
+		return fmt.Sprintf(" (NATS refused twinhub's credentials: %v; check --nats-creds, --nats-nkey, --nats-user/--nats-password or the user in --nats-url)", err)
+	case errors.Is(err, nats.ErrPermissionViolation):
+		return fmt.Sprintf(" (%v; twinhub's user needs the permissions `twinhub nats-credentials --server-config` prints)", err)
+	}
+	return fmt.Sprintf(" (last NATS error: %v)", err)
+}
+
 // redactURL returns a NATS URL without its password, for messages.
 func redactURL(s string) string {
 	u, err := url.Parse(s)

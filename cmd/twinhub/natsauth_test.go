@@ -3,8 +3,16 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
+	"math/big"
 	"net/url"
 	"os"
 	"os/exec"
@@ -17,6 +25,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 
 	"github.com/twinhub/twinhub/deploy/embedded"
 	"github.com/twinhub/twinhub/pipeline"
@@ -333,6 +342,19 @@ func TestExternalNATSWithUsers(t *testing.T) {
 		t.Fatal("nats-server not ready")
 	}
 	os.Unsetenv("TWINHUB_NATS_PASSWORD") // the hub gets it as a flag
+
+	// A wrong password in the URL: a clear error, without the password.
+	u, _ := url.Parse(ns.ClientURL())
+	u.User = url.UserPassword(embedded.InternalNATSUser, "wrong-secret-123")
+	out, err = exec.Command(binary, "run", "--data-dir", t.TempDir(), "--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0",
+		"--mqtts-addr", "", "--https-addr", "", "--nats-url", u.String()).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "NATS refused twinhub's credentials") {
+		t.Errorf("twinhub with a wrong NATS password: %v, want an error naming the refused credentials:\n%s", err, out)
+	}
+	if strings.Contains(string(out), "wrong-secret-123") {
+		t.Errorf("twinhub printed the password of --nats-url:\n%s", out)
+	}
+
 	p := startTwinhub(t, "", "--nats-url", ns.ClientURL(), "--nats-user", embedded.InternalNATSUser, "--nats-password", hubPW)
 	if r := p.call(t, "PUT", "/devices/ext-1", ""); r.Status != 200 {
 		t.Fatalf("create device: %d %s", r.Status, r.Body)
@@ -357,7 +379,6 @@ func TestExternalNATSWithUsers(t *testing.T) {
 		t.Errorf("twinhub hit a permissions violation with the documented permissions:\n%s", p.logs.String())
 	}
 
-	u, _ := url.Parse(ns.ClientURL())
 	nc, err := nats.Connect(natsCredentialsURL(embedded.EventsNATSUser, eventsPW, u.Host))
 	if err != nil {
 		t.Fatal(err)
@@ -394,5 +415,118 @@ func TestREADMEShowsNATSServerConfig(t *testing.T) {
 	}
 	if !strings.Contains(string(readme), natsServerConfig()) {
 		t.Errorf("README.md lacks the authorization block of `twinhub nats-credentials --server-config`:\n%s", natsServerConfig())
+	}
+}
+
+// TestExternalNATSWithNKeyAndTLS runs twinhub on an external nats-server
+// that requires TLS with a client certificate and an NKey user with the
+// documented permissions: --nats-nkey, --nats-tls-ca and
+// --nats-tls-cert/--nats-tls-key are enough for twinhub to work.
+func TestExternalNATSWithNKeyAndTLS(t *testing.T) {
+	dir := t.TempDir()
+	files, err := embedded.LocalTLS(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientCert, clientKey := issueClientCert(t, dir, files.CA)
+	user, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed, _ := user.Seed()
+	pub, _ := user.PublicKey()
+	seedFile := filepath.Join(dir, "twinhub.nk")
+	if err := os.WriteFile(seedFile, seed, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tlsConfig, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: files.Cert, KeyFile: files.Key, CaFile: files.CA, Verify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hub := topology.HubPermissions()
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: filepath.Join(dir, "js"),
+		NoSigs: true, NoLog: true, TLSConfig: tlsConfig, TLSVerify: true,
+		Nkeys: []*server.NkeyUser{{Nkey: pub, Permissions: &server.Permissions{
+			Publish:   &server.SubjectPermission{Allow: hub.PublishAllow},
+			Subscribe: &server.SubjectPermission{Allow: hub.SubscribeAllow}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	defer ns.Shutdown()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	p := startTwinhub(t, "", "--nats-url", ns.ClientURL(), "--nats-nkey", seedFile,
+		"--nats-tls-ca", files.CA, "--nats-tls-cert", clientCert, "--nats-tls-key", clientKey)
+	if r := p.call(t, "PUT", "/devices/tls-1", ""); r.Status != 200 {
+		t.Fatalf("create device: %d %s", r.Status, r.Body)
+	}
+	if r := p.call(t, "PATCH", "/twins/tls-1", `{"tags":{"site":"x"}}`); r.Status != 200 {
+		t.Fatalf("patch twin: %d %s", r.Status, r.Body)
+	}
+	if strings.Contains(p.logs.String(), "ermissions violation") {
+		t.Errorf("twinhub hit a permissions violation with the documented permissions:\n%s", p.logs.String())
+	}
+}
+
+// issueClientCert writes a TLS client certificate signed by the local CA
+// in dir/tls and returns its certificate and key files.
+func issueClientCert(t *testing.T, dir, caFile string) (certFile, keyFile string) {
+	t.Helper()
+	caPair, err := tls.LoadX509KeyPair(caFile, filepath.Join(dir, "tls", "ca-key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := x509.ParseCertificate(caPair.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "twinhub-client"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caPair.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, _ := x509.MarshalECPrivateKey(key)
+	certFile, keyFile = filepath.Join(dir, "client.pem"), filepath.Join(dir, "client-key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
+}
+
+// TestNATSClientFlagErrors: the external-NATS credential flags are refused
+// without --nats-url, in conflicting combinations and half given, and the
+// errors never repeat a password.
+func TestNATSClientFlagErrors(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--nats-user", "u", "--nats-password", "secret-1"}, "--nats-url"},
+		{[]string{"--nats-url", "nats://h:4222", "--nats-user", "u"}, "--nats-password"},
+		{[]string{"--nats-url", "nats://h:4222", "--nats-creds", "a.creds", "--nats-nkey", "a.nk"}, "choose one"},
+		{[]string{"--nats-url", "nats://u:secret-1@h:4222", "--nats-user", "u", "--nats-password", "secret-1"}, "choose one"},
+		{[]string{"--nats-url", "nats://h:4222", "--nats-tls-cert", "c.pem"}, "--nats-tls-key"},
+		{[]string{"--nats-url", "nats://u:secret-1@h:4222\x7f"}, "--nats-url"},
+	} {
+		_, err := parseRunFlags(c.args)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: err %v, want it to mention %s", c.args, err, c.want)
+		} else if strings.Contains(err.Error(), "secret-1") {
+			t.Errorf("%v: the error repeats the password: %v", c.args, err)
+		}
+	}
+	if _, err := parseRunFlags([]string{"--nats-url", "nats://u:secret-1@h:4222", "--nats-tls-ca", "ca.pem"}); err != nil {
+		t.Errorf("credentials in the URL with a CA: %v", err)
 	}
 }

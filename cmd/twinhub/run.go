@@ -196,7 +196,7 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 	setupCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if err := topology.Ensure(setupCtx, js, topo); err != nil {
-		return fmt.Errorf("provisioning JetStream: %w", err)
+		return fmt.Errorf("provisioning JetStream: %w%s", err, natsRefusal(nc))
 	}
 	store, err := pipeline.OpenStore(setupCtx, js)
 	if err != nil {
