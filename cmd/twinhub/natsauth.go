@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 
@@ -187,7 +188,8 @@ func cmdNATSCredentials(_ context.Context, args []string) error {
 	}
 	fmt.Printf("NATS_URL=%s\nNATS_USER=%s\nNATS_PASSWORD=%s\n", natsCredentialsURL(*user, password, *addr), *user, password)
 	if *user == embedded.EventsNATSUser {
-		fmt.Printf("# read-only: stream %s (subjects %s), its own consumers, replies on _INBOX.>\n", topology.EventStream, topology.EventSubjects)
+		// On stderr, so that stdout stays a list of variables (export $(twinhub nats-credentials)).
+		fmt.Fprintf(os.Stderr, "read-only: stream %s (subjects %s), its own consumers, replies on _INBOX.>\n", topology.EventStream, topology.EventSubjects)
 	}
 	return nil
 }
