@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -378,8 +379,13 @@ func TestExternalMosquittoRestart(t *testing.T) {
 // acknowledged one.
 func TestExternalNATSAndTwoInstances(t *testing.T) {
 	a := startTwinhub(t, "")
-	// B authenticates as twinhub's own user of A's NATS.
-	b := startTwinhub(t, "", "--nats-url", a.natsURL(t, embedded.InternalNATSUser))
+	// B authenticates as twinhub's own user of A's NATS, and never logs its password.
+	natsURL := a.natsURL(t, embedded.InternalNATSUser)
+	b := startTwinhub(t, "", "--nats-url", natsURL)
+	u, _ := url.Parse(natsURL)
+	if pw, _ := u.User.Password(); strings.Contains(b.logs.String(), pw) {
+		t.Error("B logged the password of --nats-url")
+	}
 	if b.NATS != "" {
 		t.Errorf("with --nats-url twinhub must not embed NATS, yet it logged one at %s", b.NATS)
 	}
