@@ -49,7 +49,7 @@ func NewClient(nc *nats.Conn, partitions int, timeout time.Duration) (*Client, e
 		return nil, fmt.Errorf("opening JetStream: %w", err)
 	}
 	c := &Client{js: js, partitions: partitions, timeout: timeout, waiters: make(map[string]chan Result),
-		callbacks: make(map[string]*callback), inbox: "_INBOX.twinhub." + nuid.Next()}
+		callbacks: make(map[string]*callback), inbox: nc.NewInbox()}
 	c.sub, err = nc.Subscribe(c.inbox+".*", c.deliver)
 	if err != nil {
 		return nil, fmt.Errorf("subscribing to the reply inbox: %w", err)

@@ -1,11 +1,14 @@
 package pipeline_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -405,5 +408,61 @@ func patchAllAtOnce(t *testing.T, h *hub, prefix string, devices, patches int) {
 				t.Fatalf("%s event %d: version %d, patch %s; want version %d, patch %s", id, i, ev.Version, ev.Patch.Reported(), i+3, want)
 			}
 		}
+	}
+}
+
+// TestChangeEventsCarryNoKeys: a device's keys, given at creation or
+// changed later, appear in none of its change events (their headers
+// included), which readers without access to the twin bucket may consume.
+func TestChangeEventsCarryNoKeys(t *testing.T) {
+	h := startHub(t, t.TempDir(), topology.Config{Partitions: 2})
+	key := func(c byte) string { return base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{c}, 32)) }
+	keys := []string{key('a'), key('b'), key('c'), key('d')}
+	device := func(status, primary, secondary string) []byte {
+		return []byte(`{"deviceId":"keyed","status":"` + status + `","authentication":{"symmetricKey":{"primaryKey":"` +
+			primary + `","secondaryKey":"` + secondary + `"}}}`)
+	}
+	for _, cmd := range []pipeline.Command{
+		{Kind: pipeline.KindCreateDevice, DeviceID: "keyed", Body: device("disabled", keys[0], keys[1])},
+		{Kind: pipeline.KindUpdateDevice, DeviceID: "keyed", Body: device("enabled", keys[2], keys[3])},
+		{Kind: pipeline.KindPatchTwin, DeviceID: "keyed", Body: []byte(`{"tags":{"a":1}}`)},
+		{Kind: pipeline.KindDeleteDevice, DeviceID: "keyed"},
+	} {
+		if res := h.do(t, cmd); res.Status >= 300 {
+			t.Fatalf("%s: %+v", cmd.Kind, res)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := h.js.OrderedConsumer(ctx, topology.EventStream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{topology.EventSubject("keyed")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ops []string
+	for {
+		m, err := c.Next(jetstream.FetchMaxWait(2 * time.Second))
+		if err != nil {
+			t.Fatalf("reading events after %v: %v", ops, err)
+		}
+		raw := string(m.Data())
+		for k, vs := range m.Headers() {
+			raw += "\n" + k + ": " + strings.Join(vs, ",")
+		}
+		for _, k := range keys {
+			if strings.Contains(raw, k) {
+				t.Errorf("a change event carries a device key:\n%s", raw)
+			}
+		}
+		var ev pipeline.Event
+		if err := json.Unmarshal(m.Data(), &ev); err != nil {
+			t.Fatal(err)
+		}
+		ops = append(ops, ev.Op)
+		if md, err := m.Metadata(); err == nil && md.NumPending == 0 {
+			break
+		}
+	}
+	if got := strings.Join(ops, " "); got != "createDevice updateTwin deleteDevice" {
+		t.Errorf("events %s, want createDevice updateTwin deleteDevice", got)
 	}
 }

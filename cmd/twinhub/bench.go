@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"runtime"
 	"runtime/pprof"
 	"slices"
@@ -26,6 +27,7 @@ import (
 
 	"github.com/twinhub/twinhub/bridge/mqttbridge"
 	"github.com/twinhub/twinhub/bridge/sas"
+	"github.com/twinhub/twinhub/deploy/embedded"
 	"github.com/twinhub/twinhub/pipeline"
 	"github.com/twinhub/twinhub/pipeline/topology"
 )
@@ -130,7 +132,8 @@ func cmdBench(ctx context.Context, args []string) error {
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run (embedded hub included) to this file")
 	memProfile := fs.String("memprofile", "", "write a heap profile at the end to this file")
 	mqttURL := fs.String("mqtt", "", "broker of the hub under test (default: its own embedded hub's)")
-	natsURL := fs.String("nats", "", "NATS of the hub under test, for event latency and the JetStream baseline (default: the embedded hub's)")
+	natsURL := fs.String("nats", "", "NATS URL with credentials of the hub under test, for event latency and the JetStream baseline (default: the embedded hub's); "+
+		"`twinhub nats-credentials --user twinhub` prints it (the events user suffices without --baseline)")
 	history := fs.String("history", "auto", "the embedded hub keeps history in a local ClickHouse: auto (when installed), on or off")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -177,6 +180,7 @@ func runBench(ctx context.Context, c benchConfig) error {
 	rep := &benchReport{Started: time.Now().UTC(), Devices: c.devices, Duration: c.duration.String(), Rate: c.rate,
 		Patch: c.patchSize, QoS: c.qos, Machine: fmt.Sprintf("%s/%s, %d CPUs, %s", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version())}
 
+	embeddedNATS := "" // the embedded hub's NATS address
 	if c.embedded {
 		dir, err := os.MkdirTemp("", "twinhub-bench")
 		if err != nil {
@@ -199,7 +203,7 @@ func runBench(ctx context.Context, c benchConfig) error {
 			<-done
 		}()
 		*c.client.server, *c.client.dataDir = "http://"+cfg.httpAddr, dir
-		c.mqttURL, c.natsURL = "tcp://"+cfg.mqttAddr, "nats://"+cfg.natsAddr
+		c.mqttURL, embeddedNATS = "tcp://"+cfg.mqttAddr, cfg.natsAddr
 		fmt.Fprintf(out, "started an embedded twinhub in %s (HTTP %s, MQTT %s)\n", dir, cfg.httpAddr, cfg.mqttAddr)
 	}
 	if c.mqttURL == "" {
@@ -207,6 +211,15 @@ func runBench(ctx context.Context, c benchConfig) error {
 	}
 	if err := waitHealthy(ctx, *c.client.server); err != nil {
 		return err
+	}
+	if embeddedNATS != "" {
+		// The hub wrote its NATS passwords at start. The raw JetStream
+		// baseline creates a stream: it connects as twinhub's own user.
+		ps, err := embedded.LoadNATSPasswords(filepath.Join(*c.client.dataDir, natsPasswordsFile))
+		if err != nil {
+			return err
+		}
+		c.natsURL = natsCredentialsURL(embedded.InternalNATSUser, ps.Internal, embeddedNATS)
 	}
 	// After the hub is up: an embedded hub writes its policies at start.
 	api, err := c.client.client()
@@ -244,7 +257,7 @@ func runBench(ctx context.Context, c benchConfig) error {
 	var nc *nats.Conn
 	if c.natsURL != "" {
 		if nc, err = nats.Connect(c.natsURL); err != nil {
-			return fmt.Errorf("connecting to NATS %s: %w", c.natsURL, err)
+			return fmt.Errorf("connecting to NATS %s: %w", redactURL(c.natsURL), err)
 		}
 		defer nc.Close()
 	}

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/twinhub/twinhub/deploy/embedded"
 )
 
 // TestBenchCommand runs a tiny `twinhub bench` against its own embedded hub
@@ -54,7 +56,7 @@ func TestBenchAgainstRunningHub(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, binary, "bench", "--server", hub.HTTP, "--data-dir", hub.dataDir,
-		"--mqtt", hub.MQTT, "--nats", hub.NATS, "--devices", "8", "--duration", "2s", "--fanout", "8",
+		"--mqtt", hub.MQTT, "--nats", hub.natsURL(t, embedded.EventsNATSUser), "--devices", "8", "--duration", "2s", "--fanout", "8",
 		"--fanout-rate", "50", "--json", out)
 	cmd.Dir = t.TempDir()
 	stdout, err := cmd.CombinedOutput()

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/twinhub/twinhub/bridge/mqttbridge"
+	"github.com/twinhub/twinhub/deploy/embedded"
 	"github.com/twinhub/twinhub/pipeline"
 	"github.com/twinhub/twinhub/pipeline/topology"
 )
@@ -87,7 +88,7 @@ func TestCrashLosesNothingAcknowledged(t *testing.T) {
 
 func verifyAgainstEvents(t *testing.T, p *proc, devices int, acked []map[int]int64) {
 	t.Helper()
-	nc, err := nats.Connect(p.NATS)
+	nc, err := nats.Connect(p.natsURL(t, embedded.InternalNATSUser)) // it reads the command stream
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +21,7 @@ import (
 	"time"
 
 	"github.com/twinhub/twinhub/bridge/mqttbridge"
+	"github.com/twinhub/twinhub/deploy/embedded"
 )
 
 // mosquittoBinary is where Debian's mosquitto package installs the broker;
@@ -377,7 +379,13 @@ func TestExternalMosquittoRestart(t *testing.T) {
 // acknowledged one.
 func TestExternalNATSAndTwoInstances(t *testing.T) {
 	a := startTwinhub(t, "")
-	b := startTwinhub(t, "", "--nats-url", a.NATS)
+	// B authenticates as twinhub's own user of A's NATS, and never logs its password.
+	natsURL := a.natsURL(t, embedded.InternalNATSUser)
+	b := startTwinhub(t, "", "--nats-url", natsURL)
+	u, _ := url.Parse(natsURL)
+	if pw, _ := u.User.Password(); strings.Contains(b.logs.String(), pw) {
+		t.Error("B logged the password of --nats-url")
+	}
 	if b.NATS != "" {
 		t.Errorf("with --nats-url twinhub must not embed NATS, yet it logged one at %s", b.NATS)
 	}
@@ -566,7 +574,7 @@ func scrapeApplied(t *testing.T, p *proc) int {
 func TestExternalMosquittoTwoBridges(t *testing.T) {
 	m := startMosquitto(t)
 	a := startTwinhub(t, "", "--mqtt-url", m.URL, "--bridge-client-id", "bridge-a")
-	b := startTwinhub(t, "", "--mqtt-url", m.URL, "--bridge-client-id", "bridge-b", "--nats-url", a.NATS)
+	b := startTwinhub(t, "", "--mqtt-url", m.URL, "--bridge-client-id", "bridge-b", "--nats-url", a.natsURL(t, embedded.InternalNATSUser))
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	const devices = 8

@@ -27,6 +27,7 @@ Usage:
   twinhub bench [flags]                     a simulated fleet against a hub (its own embedded one by default)
   twinhub connection-string [--policy NAME | --device ID]
                                             print IoT Hub connection strings for Azure SDKs
+  twinhub nats-credentials [--user events]  print the embedded NATS's credentials for change-event consumers
   twinhub version
 
 Run 'twinhub <command> -h' for a command's flags. Every flag can also be set
@@ -57,6 +58,8 @@ func main() {
 		err = cmdBench(ctx, args)
 	case "connection-string":
 		err = cmdConnectionString(ctx, args)
+	case "nats-credentials":
+		err = cmdNATSCredentials(ctx, args)
 	case "device-sim":
 		err = cmdDeviceSim(ctx, args)
 	case "version", "--version":

@@ -8,6 +8,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/twinhub/twinhub/bridge/sas"
+	"github.com/twinhub/twinhub/deploy/embedded"
 )
 
 // revocable is a device connection that reports when the hub closes it.
@@ -168,7 +169,7 @@ func TestRevocation(t *testing.T) {
 // whichever processor applies the change, every instance hears of it).
 func TestRevocationAcrossInstances(t *testing.T) {
 	a := startTwinhub(t, "")
-	b := startTwinhub(t, "", "--nats-url", a.NATS)
+	b := startTwinhub(t, "", "--nats-url", a.natsURL(t, embedded.InternalNATSUser))
 	if r := a.call(t, "PUT", "/devices/revShared", ""); r.Status != 200 {
 		t.Fatalf("creating the device: %d %s", r.Status, r.Body)
 	}

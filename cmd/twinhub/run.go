@@ -35,6 +35,7 @@ type runConfig struct {
 	mqttAddr     string
 	natsAddr     string
 	natsURL      string
+	nats         natsClientConfig
 	mqttURL      string
 	bridgeID     string
 	partitions   int
@@ -83,6 +84,9 @@ func (c runConfig) validate() error {
 	if (c.tlsCert == "") != (c.tlsKey == "") {
 		errs = append(errs, errors.New("--tls-cert and --tls-key go together"))
 	}
+	if err := c.nats.validate(c.natsURL); err != nil {
+		errs = append(errs, err)
+	}
 	if err := c.history.validate(); err != nil {
 		errs = append(errs, err)
 	}
@@ -129,6 +133,7 @@ func parseRunFlags(args []string) (runConfig, error) {
 	deviceInFlight := fs.Int("mqtt-device-max-in-flight", 16, "twin requests one device may have in flight over MQTT; beyond it that device gets 429 (ThrottlingException) and other devices are unaffected")
 	pprofOn := fs.Bool("pprof", false, "serve Go profiles at /debug/pprof/ on the HTTP listener, unauthenticated (keep it on loopback)")
 	history := historyFlags(fs)
+	natsClient := natsClientFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return runConfig{}, err
 	}
@@ -137,6 +142,7 @@ func parseRunFlags(args []string) (runConfig, error) {
 		syncInterval: *syncInterval, eventMaxAge: *eventMaxAge, logLevel: *logLevel, httpRead: *httpRead,
 		mqttsAddr: *mqttsAddr, httpsAddr: *httpsAddr, tlsCert: *tlsCert, tlsKey: *tlsKey, auth: *auth, pprof: *pprofOn, history: history()}
 	c.deviceInFlight = *deviceInFlight
+	c.nats = natsClient()
 	for _, h := range strings.Split(*hostnames, ",") {
 		if h = strings.TrimSpace(h); h != "" {
 			c.hostnames = append(c.hostnames, h)
@@ -156,23 +162,30 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 		return fmt.Errorf("creating data directory: %w", err)
 	}
 
-	// NATS: embedded unless --nats-url.
+	// NATS: embedded unless --nats-url. Replies to twinhub go to a private
+	// inbox prefix (see topology.InternalInboxPrefix).
+	inbox, errs := nats.CustomInboxPrefix(topology.InternalInboxPrefix), nats.ErrorHandler(natsErrorLogger(log))
 	connect := func(name string) (*nats.Conn, error) {
-		return nats.Connect(c.natsURL, nats.Name(name), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true))
+		return nats.Connect(c.natsURL, append(c.nats.options(), inbox, errs, nats.Name(name), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true))...)
 	}
 	var ns *embedded.NATS
 	if c.natsURL == "" {
-		var err error
+		internal, users, passwords, created, err := embeddedNATSUsers(c.dataDir)
+		if err != nil {
+			return err
+		}
 		ns, err = embedded.StartNATS(embedded.NATSConfig{
 			Addr: c.natsAddr, StoreDir: filepath.Join(c.dataDir, "jetstream"),
-			SyncAlways: c.syncAlways, SyncInterval: c.syncInterval, Logger: log,
+			SyncAlways: c.syncAlways, SyncInterval: c.syncInterval, Internal: internal, Users: users, Logger: log,
 		})
 		if err != nil {
 			return err
 		}
 		defer ns.Shutdown()
-		connect = ns.Connect
+		connect = func(name string) (*nats.Conn, error) { return ns.Connect(name, inbox, errs) }
 		log.Info("embedded NATS with JetStream started", "url", ns.ClientURL(), "store", filepath.Join(c.dataDir, "jetstream"), "sync_always", c.syncAlways)
+		log.Info("embedded NATS requires a user and password; `twinhub nats-credentials` prints the read-only events user's",
+			"passwords", passwords.Path(), "new", created)
 	}
 	nc, err := connect("twinhub")
 	if err != nil {
@@ -190,7 +203,7 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 	setupCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if err := topology.Ensure(setupCtx, js, topo); err != nil {
-		return fmt.Errorf("provisioning JetStream: %w", err)
+		return fmt.Errorf("provisioning JetStream: %w%s", err, natsRefusal(nc))
 	}
 	store, err := pipeline.OpenStore(setupCtx, js)
 	if err != nil {

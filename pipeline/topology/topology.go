@@ -315,3 +315,85 @@ func Ensure(ctx context.Context, js jetstream.JetStream, cfg Config) error {
 	}
 	return nil
 }
+
+// InternalInboxPrefix is the reply-subject prefix of twinhub's own NATS
+// connections (nats.CustomInboxPrefix). It is not the default _INBOX, which
+// the events reader may subscribe to, so that no reply to twinhub (a twin
+// record read from the KV bucket, a command result with a device's keys)
+// can be read by another user.
+const InternalInboxPrefix = "_TWINHUB_INBOX"
+
+// Permissions are the subjects a NATS user may publish and subscribe to.
+// A deny entry wins over an allow entry.
+type Permissions struct {
+	PublishAllow, PublishDeny     []string
+	SubscribeAllow, SubscribeDeny []string
+}
+
+// internalEventConsumers are twinhub's own consumers of the event stream,
+// which no outside reader may pull from, acknowledge, change or delete.
+var internalEventConsumers = []string{NotifierConsumer, HistoryConsumer}
+
+// EventReaderPermissions is the least privilege for a reader of change
+// events: information about the event stream, its own consumers on it
+// (durable or ephemeral, pull or ordered) with their messages and acks, a
+// single message by sequence, and replies on _INBOX. Everything else is
+// denied: the KV bucket (twin records carry device keys), the command
+// stream, publishing on twinhub's subjects, other streams, and twinhub's
+// own event consumers.
+func EventReaderPermissions() Permissions {
+	const api = "$JS.API."
+	s := EventStream
+	p := Permissions{
+		PublishAllow: []string{
+			api + "INFO",                        // account info (jetstream.AccountInfo, nats CLI)
+			api + "STREAM.INFO." + s,            // jetstream.Stream
+			api + "STREAM.MSG.GET." + s,         // Stream.GetMsg
+			api + "CONSUMER.CREATE." + s,        // ephemeral consumers, older clients
+			api + "CONSUMER.CREATE." + s + ".>", // named consumers, with or without a filter subject
+			api + "CONSUMER.DURABLE.CREATE." + s + ".*",
+			api + "CONSUMER.INFO." + s + ".*",
+			api + "CONSUMER.DELETE." + s + ".*",
+			api + "CONSUMER.MSG.NEXT." + s + ".*", // pull requests
+			"$JS.ACK." + s + ".>",                 // acknowledgements
+			"$JS.FC." + s + ".>",                  // flow control of push consumers
+		},
+		SubscribeAllow: []string{
+			"_INBOX.>",    // API replies, pulled messages, push delivery
+			EventSubjects, // live events without JetStream
+		},
+	}
+	for _, c := range internalEventConsumers {
+		p.PublishDeny = append(p.PublishDeny,
+			api+"CONSUMER.CREATE."+s+"."+c,
+			api+"CONSUMER.CREATE."+s+"."+c+".>",
+			api+"CONSUMER.DURABLE.CREATE."+s+"."+c,
+			api+"CONSUMER.DELETE."+s+"."+c,
+			api+"CONSUMER.MSG.NEXT."+s+"."+c,
+			"$JS.ACK."+s+"."+c+".>",
+		)
+	}
+	return p
+}
+
+// HubPermissions is what twinhub's own user needs on an external NATS (on
+// the embedded one it may do everything): the JetStream API (it provisions
+// the streams, consumers and bucket), its commands and events, the twin
+// bucket, acknowledgements and flow control of its consumers, and replies on
+// its private inbox prefix, to which the processor also publishes command
+// results.
+func HubPermissions() Permissions {
+	return Permissions{
+		PublishAllow: []string{
+			"$JS.API.>",
+			"$JS.ACK." + CommandStream + ".>",
+			"$JS.ACK." + EventStream + ".>",
+			"$JS.FC.>",
+			commandPrefix + ">",
+			eventPrefix + "*",
+			"$KV." + TwinBucket + ".>",
+			InternalInboxPrefix + ".>",
+		},
+		SubscribeAllow: []string{InternalInboxPrefix + ".>"},
+	}
+}

@@ -263,12 +263,14 @@ func TestLagging(t *testing.T) {
 // projection: it watches again from where it was, and sees later writes.
 func TestWatchResumesAfterNATSRestart(t *testing.T) {
 	dir := t.TempDir()
-	ns, err := embedded.StartNATS(embedded.NATSConfig{Addr: "127.0.0.1:-1", StoreDir: dir, Logger: quietLog()})
+	// The same user before and after the restart.
+	user := embedded.NATSUser{Name: "test", Password: embedded.NewPassword()}
+	ns, err := embedded.StartNATS(embedded.NATSConfig{Addr: "127.0.0.1:-1", StoreDir: dir, Internal: user, Logger: quietLog()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	url := ns.ClientURL()
-	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond), nats.UserInfo(user.Name, user.Password))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -316,7 +318,7 @@ func TestWatchResumesAfterNATSRestart(t *testing.T) {
 	<-p.Loaded()
 
 	ns.Shutdown()
-	ns, err = embedded.StartNATS(embedded.NATSConfig{Addr: url[len("nats://"):], StoreDir: dir, Logger: quietLog()})
+	ns, err = embedded.StartNATS(embedded.NATSConfig{Addr: url[len("nats://"):], StoreDir: dir, Internal: user, Logger: quietLog()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -82,7 +82,7 @@ type child struct {
 func startChild(t *testing.T, e *env, crashAt string, hit int) *child {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childEnv+"=1", childNATS+"="+e.ns.ClientURL(), childCH+"="+e.chURL,
+	cmd.Env = append(os.Environ(), childEnv+"=1", childNATS+"="+strings.Replace(e.ns.ClientURL(), "nats://", "nats://"+testNATSUser.Name+":"+testNATSUser.Password+"@", 1), childCH+"="+e.chURL,
 		childCrashAt+"="+crashAt, childCrashHit+"="+strconv.Itoa(hit))
 	c := &child{cmd: cmd, out: &bytes.Buffer{}, exited: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = c.out, c.out

@@ -54,12 +54,17 @@ type env struct {
 	conn   driver.Conn
 }
 
+// testNATSUser is the embedded NATS's user, known so that a child process
+// can connect too.
+var testNATSUser = embedded.NATSUser{Name: "test", Password: embedded.NewPassword()}
+
 func newEnv(t testing.TB, chURL string) *env {
 	t.Helper()
 	if chURL == "" {
 		chURL = testserver.Database(t)
 	}
-	ns, err := embedded.StartNATS(embedded.NATSConfig{Addr: "127.0.0.1:0", StoreDir: t.TempDir(), Logger: testLogger()})
+	ns, err := embedded.StartNATS(embedded.NATSConfig{Addr: "127.0.0.1:0", StoreDir: t.TempDir(), Logger: testLogger(),
+		Internal: testNATSUser})
 	if err != nil {
 		t.Fatal(err)
 	}
