@@ -379,7 +379,7 @@ func EventReaderPermissions() Permissions {
 // HubPermissions is what twinhub's own user needs on an external NATS (on
 // the embedded one it may do everything): the JetStream API (it provisions
 // the streams, consumers and bucket), its commands and events, the twin
-// bucket, acknowledgements and flow control of its consumers, and replies on
+// bucket, registry notices, acknowledgements and flow control of its consumers, and replies on
 // its private inbox prefix, to which the processor also publishes command
 // results.
 func HubPermissions() Permissions {
@@ -391,9 +391,10 @@ func HubPermissions() Permissions {
 			"$JS.FC.>",
 			commandPrefix + ">",
 			eventPrefix + "*",
+			RegistrySubjects,
 			"$KV." + TwinBucket + ".>",
 			InternalInboxPrefix + ".>",
 		},
-		SubscribeAllow: []string{InternalInboxPrefix + ".>"},
+		SubscribeAllow: []string{InternalInboxPrefix + ".>", RegistrySubjects},
 	}
 }
