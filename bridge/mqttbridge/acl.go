@@ -35,9 +35,11 @@ import (
 // Retain: IoT Hub keeps no retained messages, and neither does twinhub for
 // devices. A device's publish or Will that asks for retain is stripped of
 // it rather than refused: refusing would close the connection of an MQTT
-// 3.1.1 device (it has no negative PUBACK), and a device loses nothing by
-// the stripping that IoT Hub would have given it. So the broker's retained
-// store only ever holds what the hub put there, which is nothing.
+// 3.1.1 device (it has no negative PUBACK), or refuse its CONNECT (mochi's
+// answer to a retained Will when the broker announces no retain), and the
+// device loses nothing IoT Hub would have given it. So the broker's
+// retained store holds only mochi's own $SYS topics, which no device may
+// read.
 
 // Access is what a device asks to do with a topic.
 type Access int
@@ -125,7 +127,9 @@ var hubSpaces = []string{"twin/res", "twin/PATCH/properties/desired", "messages/
 // one place that says which traffic may cross between connections; see
 // the isolation model above. A device ID that is not valid (IoT Hub's
 // rules, which exclude / + # and NUL) may do nothing, and neither may a
-// topic that is not valid UTF-8 or holds NUL.
+// topic that is empty, not valid UTF-8 or holds NUL. (mochi checks an MQTT 5
+// publish by topic alias before it resolves the alias, with an empty topic:
+// such publishes are refused; IoT Hub's devices speak MQTT 3.1.1.)
 func Decide(deviceID string, access Access, topic string) Verdict {
 	if twin.ValidateDeviceID(deviceID) != nil || topic == "" || !utf8.ValidString(topic) || strings.ContainsRune(topic, 0) {
 		return Deny
