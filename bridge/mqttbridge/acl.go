@@ -102,7 +102,6 @@ func (v Verdict) String() string {
 // Azure's fixed topics a device may use. Their names are shared by all
 // devices, so none of them is ever routed between clients.
 const (
-	azureRoot = "$iothub/"
 	// Device → hub publishes.
 	azureTwinGet     = "$iothub/twin/GET/"
 	azureTwinPatch   = "$iothub/twin/PATCH/properties/reported/"
