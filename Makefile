@@ -42,6 +42,7 @@ fuzz:
 	$(GO) test ./bridge/sas -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
 	$(GO) test ./bridge/sas -run '^$$' -fuzz FuzzCheckScope -fuzztime $(FUZZTIME)
 	$(GO) test ./queries/projection -run '^$$' -fuzz FuzzFlatten -fuzztime $(FUZZTIME)
+	$(GO) test ./bridge/mqttbridge -run '^$$' -fuzz FuzzDecide -fuzztime $(FUZZTIME)
 
 lint:
 	$(GO) vet ./...

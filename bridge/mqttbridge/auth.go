@@ -33,8 +33,8 @@ type Commands interface {
 // IoT Hub's "{host}/{deviceId}/?api-version=…"), and a SAS token as the
 // password, signed with the device's primary or secondary key (or with a
 // policy key that has DeviceConnect, named by skn). A disabled device is
-// refused. Refusals get CONNACK 5 (not authorized). A connected device may
-// publish and subscribe only under devices/{its id}/ and $iothub/.
+// refused. Refusals get CONNACK 5 (not authorized). What a connected device
+// may do is Isolation's to decide.
 type Auth struct {
 	mqtt.HookBase
 	records  Records
@@ -44,7 +44,6 @@ type Auth struct {
 	server   *mqtt.Server
 	log      *slog.Logger
 	failures *prometheus.CounterVec
-	denied   prometheus.Counter
 	// sessions are the open device sessions, for revocation (revoke.go).
 	sessions *sessions
 }
@@ -60,10 +59,6 @@ func NewAuth(records Records, commands Commands, policies *sas.Policies, log *sl
 			Namespace: "twinhub", Subsystem: "mqtt", Name: "auth_failures_total",
 			Help: "MQTT connections refused, by reason.",
 		}, []string{"reason"}),
-		denied: f.NewCounter(prometheus.CounterOpts{
-			Namespace: "twinhub", Subsystem: "mqtt", Name: "acl_denials_total",
-			Help: "Publishes and subscriptions refused because they name another device's topics.",
-		}),
 	}
 	for _, r := range []string{"malformed", "client_id", "unknown_device", "disabled", "expired", "audience", "resource", "signature"} {
 		a.failures.WithLabelValues(r)
@@ -85,7 +80,7 @@ func (a *Auth) ID() string { return "twinhub-auth" }
 // Provides reports the hook points the hook implements.
 func (a *Auth) Provides(b byte) bool {
 	switch b {
-	case mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnSessionEstablished, mqtt.OnDisconnect:
+	case mqtt.OnConnectAuthenticate, mqtt.OnSessionEstablished, mqtt.OnDisconnect:
 		return true
 	}
 	return false
@@ -158,19 +153,6 @@ func (a *Auth) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 		return fail("disabled")
 	}
 	return true
-}
-
-// OnACLCheck lets a device use only its own topics.
-func (a *Auth) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
-	if cl.Net.Inline {
-		return true
-	}
-	if strings.HasPrefix(topic, "devices/"+cl.ID+"/") || strings.HasPrefix(topic, "$iothub/") {
-		return true
-	}
-	a.denied.Inc()
-	a.log.Warn("refused a topic outside the device's own", "client", cl.ID, "topic", topic, "write", write)
-	return false
 }
 
 // OnSessionEstablished marks the twin connected, and follows the session

@@ -274,6 +274,13 @@ func (s *Service) respond(req Request, topic string, payload []byte) {
 	if s.pub == nil {
 		return
 	}
+	if !ValidTopicName(topic) {
+		// Parsing keeps unsafe $rids and device IDs out of topics; this is
+		// the last line that no malformed topic is published.
+		s.metrics.responseFailures.Inc()
+		s.log.Error("BUG: refused to publish a response on a malformed topic", "topic", safeForLog(topic))
+		return
+	}
 	var err error
 	if req.Azure {
 		err = s.pub.PublishToClient(req.DeviceID, topic, payload)

@@ -15,6 +15,12 @@
 //
 //	$iothub/twin/GET/?$rid={rid}, $iothub/twin/PATCH/properties/reported/?$rid={rid},
 //	$iothub/twin/res/{status}/?$rid={rid}[&$version={v}], $iothub/twin/PATCH/properties/desired/?$version={v}
+//
+// The hub echoes {rid} in the response topic, so it must be safe there (see
+// SafeRID). A request whose $rid is missing or unsafe is answered with 400
+// on the response topic with an empty $rid ("…/res/400/?$rid="): the
+// device learns what is wrong, and no topic ever carries NUL, control
+// characters, invalid UTF-8 or wildcards.
 package mqttbridge
 
 import (
@@ -25,6 +31,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Operation is what a device asks for.
@@ -125,7 +132,9 @@ func parseOperation(id, rest string, azure bool) (Request, error) {
 		return Request{}, terr
 	}
 	rid := params.Get("$rid")
-	terr.RID = rid
+	if SafeRID(rid) {
+		terr.RID = rid // else the answer goes out with an empty $rid
+	}
 	req := Request{DeviceID: id, RID: rid, Azure: azure}
 	switch path {
 	case "GET/":
@@ -147,7 +156,46 @@ func parseOperation(id, rest string, azure bool) (Request, error) {
 		terr.Msg = "missing $rid query parameter"
 		return Request{}, terr
 	}
+	if !SafeRID(rid) {
+		terr.Msg = fmt.Sprintf("$rid %s is not safe in a topic; use 1 to %d printable ASCII characters other than + # / ? & = %%",
+			strconv.QuoteToASCII(truncate(rid, 64)), MaxRIDLength)
+		return Request{}, terr
+	}
 	return req, nil
+}
+
+// MaxRIDLength bounds a request ID ($rid); SDKs send integers or UUIDs.
+const MaxRIDLength = 128
+
+// SafeRID reports whether rid may be echoed in a response topic: 1 to
+// MaxRIDLength printable ASCII characters (space included) other than the
+// wildcards + and #, the level separator /, and ? & = % , which would
+// change how the response topic's query reads.
+func SafeRID(rid string) bool {
+	if rid == "" || len(rid) > MaxRIDLength {
+		return false
+	}
+	for i := 0; i < len(rid); i++ {
+		c := rid[i]
+		if c < 0x20 || c > 0x7e || strings.IndexByte("+#/?&=%", c) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// ValidTopicName reports whether topic may be published: non-empty valid
+// UTF-8 without NUL or wildcards (MQTT 3.1.1 section 4.7). The service
+// checks every topic it publishes with it.
+func ValidTopicName(topic string) bool {
+	return topic != "" && len(topic) <= 65535 && utf8.ValidString(topic) && !strings.ContainsAny(topic, "\x00+#")
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
 }
 
 // ResponseTopic is the hub → device topic answering a request.

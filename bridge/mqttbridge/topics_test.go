@@ -28,6 +28,17 @@ func TestParseTopic(t *testing.T) {
 		{topic: "devices/d1/twin/PATCH/properties/reported?$rid=1", errIn: "unknown twin operation"},
 		{topic: "devices//twin/GET/?$rid=1", errIn: "empty device ID"},
 		{topic: "devices/d1/twin/GET/?$rid=%zz", errIn: "query"},
+		{topic: "devices/d1/twin/GET/?$rid=%00", errIn: "not safe"},
+		{topic: "devices/d1/twin/GET/?$rid=%FF", errIn: "not safe"},
+		{topic: "devices/d1/twin/GET/?$rid=%0A", errIn: "not safe"},
+		{topic: "devices/d1/twin/GET/?$rid=a%2Fb", errIn: "not safe"},
+		{topic: "devices/d1/twin/GET/?$rid=a%23", errIn: "not safe"},
+		{topic: "devices/d1/twin/GET/?$rid=a%2B", errIn: "not safe"},
+		{topic: "devices/d1/twin/GET/?$rid=1%26$version=999", errIn: "not safe"},
+		{topic: "devices/d1/twin/GET/?$rid=%C3%A9", errIn: "not safe"},
+		{topic: "devices/d1/twin/GET/?$rid=" + strings.Repeat("7", 129), errIn: "not safe"},
+		{topic: "devices/d1/twin/GET/?$rid=" + strings.Repeat("7", 128), want: Request{DeviceID: "d1", Op: OpGet, RID: strings.Repeat("7", 128)}},
+		{topic: "devices/d1/twin/GET/?$rid=6f1c-9a:b_c.d~e", want: Request{DeviceID: "d1", Op: OpGet, RID: "6f1c-9a:b_c.d~e"}},
 	}
 	for _, c := range cases {
 		got, err := ParseTopic(c.topic)
@@ -70,8 +81,19 @@ func FuzzParseTopic(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, topic string) {
 		req, err := ParseTopic(topic)
+		var terr *TopicError
+		if errors.As(err, &terr) && ValidTopicName(topic) {
+			// The error answer's topic is as valid as the request's: an
+			// unsafe $rid is not echoed.
+			if rt := ResponseTopic(terr.DeviceID, terr.RID, 400, 0); terr.DeviceID != "" && !ValidTopicName(rt) {
+				t.Fatalf("%q is answered on the malformed topic %q", topic, rt)
+			}
+		}
 		if err != nil {
 			return
+		}
+		if !SafeRID(req.RID) || (ValidTopicName(topic) && !ValidTopicName(ResponseTopic(req.DeviceID, req.RID, 200, 1))) {
+			t.Fatalf("%q parsed to the unsafe $rid %q", topic, req.RID)
 		}
 		if req.DeviceID == "" || req.RID == "" || (req.Op != OpGet && req.Op != OpPatchReported) {
 			t.Fatalf("%q parsed to %+v", topic, req)

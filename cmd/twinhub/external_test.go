@@ -252,6 +252,10 @@ func TestExternalMosquitto(t *testing.T) {
 	if p.MQTT != "" {
 		t.Errorf("with --mqtt-url twinhub must not embed a broker, yet it logged one at %s", p.MQTT)
 	}
+	// Devices there are the broker's to authenticate: twinhub says so, loudly.
+	if !strings.Contains(p.logs.String(), `level=WARN msg="MQTT is TRANSPORT ONLY with --mqtt-url: the external broker authenticates devices`) {
+		t.Errorf("with --mqtt-url twinhub does not warn that MQTT is transport only")
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 

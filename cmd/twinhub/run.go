@@ -267,7 +267,9 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 	var auth *mqttbridge.Auth
 	if c.mqttURL == "" {
 		bcfg := embedded.BrokerConfig{Addr: c.mqttAddr, TLSAddr: c.mqttsAddr, TLS: tlsConfig, AllowAnonymous: !c.auth, Logger: log}
-		hooks := []mqtt.Hook{mqttbridge.NewHook(svc)}
+		// The isolation hook (topic ACL, Wills, retain) belongs to the
+		// broker, so it holds on every listener, present and future.
+		hooks := []mqtt.Hook{mqttbridge.NewIsolation(log, reg), mqttbridge.NewHook(svc)}
 		if c.auth {
 			auth = mqttbridge.NewAuth(store, client, policies, log, reg)
 			auth.SetHubNames(sas.HubNames(c.hostnames...))
@@ -288,6 +290,9 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 		if err != nil {
 			return err
 		}
+		log.Warn("MQTT is TRANSPORT ONLY with --mqtt-url: the external broker authenticates devices and keeps them " +
+			"apart; twinhub checks no device credentials and applies no topic ACL there, and Azure's $iothub topics are " +
+			"not served. Configure the broker's authentication and a per-device ACL (README, Security)")
 	}
 	notifier := mqttbridge.NewNotifier(js, svc, c.mqttURL != "")
 

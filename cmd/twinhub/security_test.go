@@ -203,7 +203,7 @@ func TestSecurityMQTT(t *testing.T) {
 	}
 	raw.Publish("devices/devB/twin/PATCH/properties/reported/?$rid=x", 0, false, `{"owned":true}`).WaitTimeout(5 * time.Second)
 	waitFor(t, 10*time.Second, "the ACL denial to be counted", func() bool {
-		v := p.metricValue(t, "twinhub_mqtt_acl_denials_total")
+		v := p.metricValue(t, `twinhub_mqtt_acl_denials_total{access="publish"}`)
 		return v != "" && v != "0"
 	})
 	if after := p.call(t, "GET", "/twins/devB", "").Body; !bytes.Equal(before, after) {

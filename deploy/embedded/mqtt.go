@@ -43,7 +43,9 @@ type Broker struct {
 }
 
 // StartBroker starts the broker with the given hooks (added in order) and
-// returns once it listens.
+// returns once it listens. Hooks belong to the broker, not to a listener:
+// every listener added here (TCP, TLS, and any added later, such as
+// WebSockets) runs the same authentication and isolation hooks.
 func StartBroker(cfg BrokerConfig, hooks ...mqtt.Hook) (*Broker, error) {
 	if cfg.Addr == "" {
 		cfg.Addr = "127.0.0.1:1883"
