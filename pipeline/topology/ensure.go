@@ -157,7 +157,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, cfg Config) error {
 			_, err := js.CreateOrUpdateStream(ctx, sc)
 			return err
 		})
-		if isAPIError(err, 10074) { // replicas > 1 not supported in non-clustered mode
+		if isAPIError(err, codeReplicasNotSupported) {
 			return fmt.Errorf("provisioning stream %s with %d replicas: %w; start with --replicas 1, "+
 				"or point --nats-url at a NATS cluster of at least %d JetStream servers", sc.Name, sc.Replicas,
 				ErrReplicasUnsupported, sc.Replicas)

@@ -30,6 +30,10 @@ var notReadyCodes = map[jetstream.ErrorCode]bool{
 	10005: true, // no suitable peers for placement
 }
 
+// codeReplicasNotSupported is the refusal of R>1 by a server that is not
+// clustered ("replicas > 1 not supported in non-clustered mode").
+const codeReplicasNotSupported jetstream.ErrorCode = 10074
+
 // notReady reports whether err means "JetStream is not available yet" rather
 // than a refusal that waiting cannot change.
 func notReady(err error) bool {
@@ -81,8 +85,9 @@ func (w *waiter) retry(ctx context.Context, what string, op func(context.Context
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return fmt.Errorf("%s: %w after %s (last error: %v); check that the servers in --nats-url are running, "+
-				"that a majority of the cluster is up, and that it has at least --replicas JetStream servers",
+			return fmt.Errorf("%s: %w after %s (last error: %v); check that the servers in --nats-url are running "+
+				"with JetStream, that a majority of the cluster is up with at least --replicas JetStream servers, "+
+				"and that twinhub's NATS user may use the JetStream API ($JS.API.>), whose refusals look like timeouts",
 				what, ErrNotReady, time.Since(w.since).Round(time.Second), err)
 		case <-t.C:
 		}
