@@ -202,6 +202,8 @@ func OpenShared(ctx context.Context, cfg SharedConfig) (*Policies, Origin, error
 		// None shared yet: offer the local file's, or new ones.
 		local, err := loadPrivate(cfg.File)
 		switch {
+		case err == nil && len(local.policies) == 0:
+			return nil, 0, fmt.Errorf("%s holds no shared access policies; remove it to create new ones", cfg.File)
 		case err == nil:
 			shared, origin = local.policies, Imported
 		case errors.Is(err, os.ErrNotExist):
@@ -245,9 +247,14 @@ func getShared(ctx context.Context, cfg SharedConfig) ([]*Policy, error) {
 		return nil, fmt.Errorf("reading the hub's shared access policies from NATS (key %s): %w", cfg.Key, err)
 	}
 	var ps []*Policy
-	if err := json.Unmarshal(e.Value(), &ps); err != nil || len(ps) == 0 {
-		return nil, fmt.Errorf("the hub's shared access policies in NATS (key %s, revision %d) are not a JSON list of policies (%v); "+
-			"restore them from an instance's policies.json", cfg.Key, e.Revision(), err)
+	err = json.Unmarshal(e.Value(), &ps)
+	if err == nil && len(ps) == 0 {
+		err = errors.New("the list is empty")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("the hub's shared access policies in NATS (key %s, revision %d) are not a list of policies: %w; "+
+			"delete the key (nats kv del) and start an instance whose data directory holds the right policies.json, "+
+			"which is then imported", cfg.Key, e.Revision(), err)
 	}
 	return ps, nil
 }

@@ -23,7 +23,7 @@ func openPolicies(ctx context.Context, js jetstream.JetStream, dataDir string, l
 	}
 	ps, origin, err := sas.OpenShared(ctx, sas.SharedConfig{Bucket: kv, Key: topology.PoliciesKey, File: filepath.Join(dataDir, "policies.json")})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("KV bucket %s: %w", topology.HubBucket, err)
 	}
 	switch origin {
 	case sas.Created:
