@@ -1,8 +1,11 @@
-// Package natstest runs real nats-server instances with JetStream inside a
-// test process: a cluster of n servers joined by routes, or one standalone
-// server, on random loopback ports with their stores in t.TempDir(). Nodes
-// can be shut down and started again on the same ports and store, so
-// failover tests can take a node away and bring it back.
+// Package natstest runs real nats-server instances with JetStream for
+// tests: a cluster of n servers joined by routes, or one standalone server,
+// on random loopback ports with their stores in t.TempDir(). Nodes run
+// inside the test process (NewCluster, StartCluster) or, where a test needs
+// a real crash, as nats-server processes built from the version go.mod pins
+// (NewProcessCluster), which Kill ends with SIGKILL. Nodes can be started
+// again on the same ports and store, so failover tests can take a node away
+// and bring it back.
 //
 // It is for tests only; `twinhub run` embeds its server through
 // deploy/embedded.
@@ -21,18 +24,24 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-// Cluster is a set of in-process nats-servers. Its methods fail the test on
-// errors; they are safe for concurrent use.
+// Cluster is a set of nats-servers. Its methods fail the test on errors;
+// they are safe for concurrent use.
 type Cluster struct {
 	t     testing.TB
+	bin   string // nats-server executable of process nodes
 	mu    sync.Mutex
 	nodes []*node
+	admin *nats.Conn // process clusters: the connection StreamLeader asks
 }
 
 type node struct {
 	opts *server.Options // kept to start the node again on the same ports and store
-	srv  *server.Server  // nil while the node is down
+	srv  *server.Server  // in-process node; nil while it is down
+	proc *process        // process node (NewProcessCluster); nil while it is down
+	conf string          // process node: its configuration file
 }
+
+func (n *node) running() bool { return n.srv != nil || n.proc != nil }
 
 // Option changes a node's server options before it starts (i is the node's
 // index), e.g. to add users or set SyncAlways.
@@ -115,8 +124,12 @@ func (c *Cluster) Start(i int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	n := c.nodes[i]
-	if n.srv != nil {
+	if n.running() {
 		c.t.Fatalf("natstest: node %d is already running", i)
+	}
+	if n.conf != "" {
+		n.proc = c.startProcess(i, n)
+		return
 	}
 	o := *n.opts // NewServer keeps and changes its options
 	srv, err := server.NewServer(&o)
@@ -135,34 +148,51 @@ func (c *Cluster) Start(i int) {
 func (c *Cluster) StartAll() {
 	c.t.Helper()
 	for i := range c.nodes {
-		if c.Server(i) == nil {
+		if !c.Running(i) {
 			c.Start(i)
 		}
 	}
 }
 
-// Kill shuts node i down and waits until it is gone. It is an orderly
-// shutdown (the node hands its leaderships over when it can), not a crash:
-// tests of kill -9 need a separate process.
+// Kill stops node i and waits until it is gone. A process node gets
+// SIGKILL, a crash. An in-process node is shut down in order and hands its
+// leaderships over when it can, which makes failover faster than after a
+// crash.
 func (c *Cluster) Kill(i int) {
 	c.mu.Lock()
-	srv := c.nodes[i].srv
-	c.nodes[i].srv = nil
+	srv, proc := c.nodes[i].srv, c.nodes[i].proc
+	c.nodes[i].srv, c.nodes[i].proc = nil, nil
 	c.mu.Unlock()
 	if srv != nil {
 		srv.Shutdown()
 		srv.WaitForShutdown()
 	}
+	if proc != nil {
+		proc.kill()
+	}
 }
 
 // Shutdown stops every node.
 func (c *Cluster) Shutdown() {
+	c.mu.Lock()
+	if c.admin != nil {
+		c.admin.Close()
+		c.admin = nil
+	}
+	c.mu.Unlock()
 	for i := range c.nodes {
 		c.Kill(i)
 	}
 }
 
-// Server is node i's server, nil while it is down.
+// Running reports whether node i runs.
+func (c *Cluster) Running(i int) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.nodes[i].running()
+}
+
+// Server is node i's server, nil while it is down or when it is a process.
 func (c *Cluster) Server(i int) *server.Server {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -203,11 +233,13 @@ func (c *Cluster) WaitHealthy(timeout time.Duration) {
 	c.t.Helper()
 	c.waitFor(timeout, "every running node to report JetStream healthy", func() bool {
 		for i := range c.nodes {
-			srv := c.Server(i)
-			if srv == nil {
-				continue
+			c.mu.Lock()
+			srv, proc := c.nodes[i].srv, c.nodes[i].proc
+			c.mu.Unlock()
+			if srv != nil && srv.Healthz(&server.HealthzOptions{JSMetaOnly: true}).StatusCode != 200 {
+				return false
 			}
-			if h := srv.Healthz(&server.HealthzOptions{JSMetaOnly: true}); h.StatusCode != 200 {
+			if proc != nil && !proc.healthy() {
 				return false
 			}
 		}
@@ -219,6 +251,9 @@ func (c *Cluster) WaitHealthy(timeout time.Duration) {
 // the global account, the one clients without accounts use), or -1 when no
 // running node does, e.g. during an election.
 func (c *Cluster) StreamLeader(stream string) int {
+	if c.nodes[0].conf != "" {
+		return c.processStreamLeader(stream)
+	}
 	for i := range c.nodes {
 		srv := c.Server(i)
 		if srv == nil {

@@ -9,10 +9,20 @@ import (
 )
 
 // TestKillLeaderAndRestart: the harness finds an R3 stream's leader; after
-// that node is killed another node leads, an acknowledged message written
-// before the kill is still there, and the killed node rejoins from its store.
+// that node is killed (shut down in-process, SIGKILL as a process) another
+// node leads, an acknowledged message written before the kill is still
+// there, and the killed node rejoins from its store.
 func TestKillLeaderAndRestart(t *testing.T) {
-	c := StartCluster(t, 3)
+	t.Run("in-process", func(t *testing.T) { testKillLeaderAndRestart(t, StartCluster(t, 3)) })
+	t.Run("process", func(t *testing.T) {
+		c := NewProcessCluster(t, 3)
+		c.StartAll()
+		c.WaitHealthy(30 * time.Second)
+		testKillLeaderAndRestart(t, c)
+	})
+}
+
+func testKillLeaderAndRestart(t *testing.T, c *Cluster) {
 	js, err := jetstream.New(c.Connect())
 	if err != nil {
 		t.Fatal(err)
@@ -26,14 +36,16 @@ func TestKillLeaderAndRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	leader := c.WaitStreamLeader("S", 10*time.Second)
+	start := time.Now()
 	c.Kill(leader)
-	if c.Server(leader) != nil {
+	if c.Running(leader) {
 		t.Fatalf("node %d still listed as running after Kill", leader)
 	}
 	next := c.WaitStreamLeader("S", 30*time.Second)
 	if next == leader {
 		t.Fatalf("the killed node %d still leads", leader)
 	}
+	t.Logf("node %d led; node %d leads %s after the kill", leader, next, time.Since(start).Round(time.Millisecond))
 	var got jetstream.RawStreamMsg
 	for {
 		s, err := js.Stream(ctx, "S")
