@@ -126,7 +126,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, cfg Config) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	w := &waiter{log: cfg.Logger.With("component", "topology")}
+	w := &waiter{conn: js.Conn(), log: cfg.Logger.With("component", "topology")}
 	want := streamConfigs(cfg)
 	existing := map[string]jetstream.StreamConfig{}
 	for _, sc := range want {

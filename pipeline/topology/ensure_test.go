@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -302,4 +303,33 @@ func TestEnsureWaitsForCluster(t *testing.T) {
 		t.Fatalf("Ensure after the cluster started: %v\n%s", err, logs.String())
 	}
 	checkReplicas(t, "R3", replicasOf(t, ctx, js), 3)
+}
+
+// TestEnsureRefusedIsNotWaitedFor: a user that may not use the JetStream
+// API gets timeouts, as a cluster that is still electing does; Ensure tells
+// them apart by the connection's permission error and fails soon with it.
+func TestEnsureRefusedIsNotWaitedFor(t *testing.T) {
+	c := natstest.StartStandalone(t, func(_ int, o *server.Options) {
+		o.Users = []*server.User{{Username: "hub", Password: "pw", Permissions: &server.Permissions{
+			Publish: &server.SubjectPermission{Allow: []string{"twinhub.>"}}}}}
+	})
+	nc, err := nats.Connect(c.URL(0), nats.UserInfo("hub", "pw"), nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	start := time.Now()
+	err = Ensure(ctx, js, Config{Partitions: 2})
+	if !errors.Is(err, nats.ErrPermissionViolation) || errors.Is(err, ErrNotReady) {
+		t.Fatalf("Ensure without JetStream API permissions: %v, want the permissions violation", err)
+	}
+	if waited := time.Since(start); waited > 3*attemptTimeout {
+		t.Errorf("the refusal took %s to report", waited)
+	}
 }

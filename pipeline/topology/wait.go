@@ -51,9 +51,18 @@ func isAPIError(err error, code jetstream.ErrorCode) bool {
 	return errors.As(err, &apiErr) && apiErr.ErrorCode == code
 }
 
+// refused reports whether err is NATS refusing the client (credentials or
+// permissions), which looks like a timeout to a request and which waiting
+// does not cure.
+func refused(err error) bool {
+	return errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) ||
+		errors.Is(err, nats.ErrAuthRevoked) || errors.Is(err, nats.ErrPermissionViolation)
+}
+
 // waiter retries JetStream API calls while the cluster is not ready,
 // logging every waitLogEvery that it is still waiting.
 type waiter struct {
+	conn    *nats.Conn // its LastError tells a refusal from a cluster that is not ready
 	log     *slog.Logger
 	since   time.Time // first not-ready answer, zero while there was none
 	lastLog time.Time
@@ -64,6 +73,9 @@ type waiter struct {
 func (w *waiter) retry(ctx context.Context, what string, op func(context.Context) error) error {
 	backoff := 100 * time.Millisecond
 	for {
+		if w.conn != nil && refused(w.conn.LastError()) {
+			return fmt.Errorf("%s: NATS refused the client: %w", what, w.conn.LastError())
+		}
 		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
 		err := op(actx)
 		cancel()
@@ -72,6 +84,9 @@ func (w *waiter) retry(ctx context.Context, what string, op func(context.Context
 		}
 		if ctx.Err() == nil && !notReady(err) {
 			return fmt.Errorf("%s: %w", what, err)
+		}
+		if w.conn != nil && refused(w.conn.LastError()) {
+			return fmt.Errorf("%s: %w (NATS refused the client: %w)", what, err, w.conn.LastError())
 		}
 		if w.since.IsZero() {
 			w.since = time.Now()
