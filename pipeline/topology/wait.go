@@ -100,6 +100,9 @@ func (w *waiter) retry(ctx context.Context, what string, op func(context.Context
 		select {
 		case <-ctx.Done():
 			t.Stop()
+			if errors.Is(ctx.Err(), context.Canceled) {
+				return fmt.Errorf("%s: %w", what, ctx.Err()) // stopped, not timed out
+			}
 			return fmt.Errorf("%s: %w after %s (last error: %v); check that the servers in --nats-url are running "+
 				"with JetStream, that a majority of the cluster is up with at least --replicas JetStream servers, "+
 				"and that twinhub's NATS user may use the JetStream API ($JS.API.>), whose refusals look like timeouts",
