@@ -52,6 +52,8 @@ func TestFlagErrors(t *testing.T) {
 		{env: [2]string{"TWINHUB_PARTITIONS", "many"}, want: "TWINHUB_PARTITIONS"},
 		{env: [2]string{"TWINHUB_AUTH", "perhaps"}, want: "TWINHUB_AUTH"},
 		{env: [2]string{"TWINHUB_SYNC_INTERVAL", "soon"}, want: "TWINHUB_SYNC_INTERVAL"},
+		{args: []string{"--replicas", "2"}, want: "--replicas must be 1, 3 or 5"},
+		{env: [2]string{"TWINHUB_REPLICAS", "three"}, want: "TWINHUB_REPLICAS"},
 	} {
 		if c.env[0] != "" {
 			t.Setenv(c.env[0], c.env[1])

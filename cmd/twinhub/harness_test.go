@@ -54,6 +54,7 @@ type proc struct {
 	owner   string // iothubowner's primary key; empty with --auth=false
 	exited  chan struct{}
 	exitErr error
+	ready   chan struct{} // closed when the process logged that it is ready
 }
 
 type syncBuffer struct {
@@ -83,13 +84,21 @@ var (
 // and extra flags, and waits until /healthz answers 200.
 func startTwinhub(t *testing.T, dataDir string, extra ...string) *proc {
 	t.Helper()
+	p := launchTwinhub(t, dataDir, extra...)
+	p.waitReady(60 * time.Second)
+	return p
+}
+
+// launchTwinhub starts twinhub like startTwinhub without waiting for it.
+func launchTwinhub(t *testing.T, dataDir string, extra ...string) *proc {
+	t.Helper()
 	if dataDir == "" {
 		dataDir = t.TempDir()
 	}
 	args := append([]string{"run", "--data-dir", dataDir, "--http-addr", "127.0.0.1:0",
 		"--mqtt-addr", "127.0.0.1:0", "--nats-addr", "127.0.0.1:0", "--mqtts-addr", "127.0.0.1:0",
 		"--https-addr", "127.0.0.1:0", "--partitions", "4"}, extra...)
-	p := &proc{t: t, dataDir: dataDir, args: args, logs: &syncBuffer{}, exited: make(chan struct{})}
+	p := &proc{t: t, dataDir: dataDir, args: args, logs: &syncBuffer{}, exited: make(chan struct{}), ready: make(chan struct{})}
 	p.cmd = exec.Command(binary, args...)
 	p.cmd.Env = append(os.Environ(), "TWINHUB_LOG_LEVEL=info")
 	pr, pw := io.Pipe()
@@ -98,7 +107,6 @@ func startTwinhub(t *testing.T, dataDir string, extra ...string) *proc {
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	found := make(chan struct{})
 	// Copies the process's log until it exits.
 	go func() {
 		sc := bufio.NewScanner(pr)
@@ -116,7 +124,7 @@ func startTwinhub(t *testing.T, dataDir string, extra ...string) *proc {
 			if m := readyRe.FindStringSubmatch(line); m != nil && !closed {
 				p.HTTP = "http://" + m[1]
 				closed = true
-				close(found)
+				close(p.ready)
 			}
 		}
 	}()
@@ -132,14 +140,21 @@ func startTwinhub(t *testing.T, dataDir string, extra ...string) *proc {
 			t.Logf("twinhub log:\n%s", p.logs.String())
 		}
 	})
+	return p
+}
+
+// waitReady waits until the process is ready and /healthz answers 200.
+func (p *proc) waitReady(timeout time.Duration) {
+	t := p.t
+	t.Helper()
 	select {
-	case <-found:
+	case <-p.ready:
 	case <-p.exited:
 		t.Fatalf("twinhub exited before it was ready: %v\n%s", p.exitErr, p.logs.String())
-	case <-time.After(60 * time.Second):
-		t.Fatalf("twinhub not ready after 60s\n%s", p.logs.String())
+	case <-time.After(timeout):
+		t.Fatalf("twinhub not ready after %s\n%s", timeout, p.logs.String())
 	}
-	if ps, err := sas.LoadPolicies(filepath.Join(dataDir, "policies.json")); err == nil {
+	if ps, err := sas.LoadPolicies(filepath.Join(p.dataDir, "policies.json")); err == nil {
 		if owner, ok := ps.Get(sas.OwnerPolicy); ok {
 			p.owner = owner.PrimaryKey
 		}
@@ -152,7 +167,6 @@ func startTwinhub(t *testing.T, dataDir string, extra ...string) *proc {
 		resp.Body.Close()
 		return resp.StatusCode == 200
 	})
-	return p
 }
 
 // kill sends SIGKILL and waits for the process to go.

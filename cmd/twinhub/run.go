@@ -54,6 +54,10 @@ type runConfig struct {
 	history      historyConfig
 	// deviceInFlight bounds one device's MQTT twin requests in flight.
 	deviceInFlight int
+
+	// JetStream replication of every stream and bucket (--replicas).
+	replicas             int
+	allowReplicaDecrease bool
 }
 
 func (c runConfig) validate() error {
@@ -90,6 +94,9 @@ func (c runConfig) validate() error {
 	if err := c.history.validate(); err != nil {
 		errs = append(errs, err)
 	}
+	if c.replicas != 1 && c.replicas != 3 && c.replicas != 5 {
+		errs = append(errs, fmt.Errorf("--replicas must be 1, 3 or 5, got %d", c.replicas))
+	}
 	return errors.Join(errs...)
 }
 
@@ -119,6 +126,8 @@ func parseRunFlags(args []string) (runConfig, error) {
 	mqttURL := fs.String("mqtt-url", "", "bridge this external MQTT broker instead of embedding one, e.g. tcp://host:1883")
 	bridgeID := fs.String("bridge-client-id", "twinhub-bridge", "MQTT client ID of the bridge to an external broker (unique per instance)")
 	partitions := fs.Int("partitions", 16, "command partitions (fixed when the streams are first created)")
+	replicas := fs.Int("replicas", 1, "JetStream replicas of every stream and bucket: 1, 3 or 5 (3 and 5 need a NATS cluster, --nats-url); raised at start, never lowered silently")
+	allowReplicaDecrease := fs.Bool("allow-replica-decrease", false, "let a lower --replicas than the existing streams have lower them")
 	syncAlways := fs.Bool("sync-always", false, "embedded NATS: fsync every JetStream write before acknowledging it")
 	syncInterval := fs.Duration("sync-interval", 2*time.Minute, "embedded NATS: fsync interval when --sync-always is off")
 	eventMaxAge := fs.Duration("event-max-age", 7*24*time.Hour, "how long change events stay in JetStream")
@@ -148,13 +157,15 @@ func parseRunFlags(args []string) (runConfig, error) {
 			c.hostnames = append(c.hostnames, h)
 		}
 	}
+	c.replicas, c.allowReplicaDecrease = *replicas, *allowReplicaDecrease
 	return c, c.validate()
 }
 
 func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	topo := topology.Config{Partitions: c.partitions, EventMaxAge: c.eventMaxAge}
+	topo := topology.Config{Partitions: c.partitions, EventMaxAge: c.eventMaxAge, Replicas: c.replicas,
+		AllowReplicaDecrease: c.allowReplicaDecrease, Logger: log}
 	if err := topo.Validate(); err != nil {
 		return err
 	}
@@ -200,11 +211,14 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	setupCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	if err := topology.Ensure(setupCtx, js, topo); err != nil {
+	// A cluster still electing its leaders is waited for, and logged, this long.
+	ensureCtx, cancelEnsure := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancelEnsure()
+	if err := topology.Ensure(ensureCtx, js, topo); err != nil {
 		return fmt.Errorf("provisioning JetStream: %w%s", err, natsRefusal(nc))
 	}
+	setupCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
 	store, err := pipeline.OpenStore(setupCtx, js)
 	if err != nil {
 		return err
@@ -227,13 +241,8 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 	// Security: shared access policies, and TLS for MQTTS and HTTPS.
 	var policies *sas.Policies
 	if c.auth {
-		var created bool
-		policies, created, err = sas.OpenPolicies(filepath.Join(c.dataDir, "policies.json"))
-		if err != nil {
+		if policies, err = openPolicies(setupCtx, js, c.dataDir, log); err != nil {
 			return err
-		}
-		if created {
-			log.Info("created the hub's shared access policies; `twinhub connection-string` prints connection strings", "file", policies.Path())
 		}
 	} else {
 		log.Warn("authentication is OFF (--auth=false): anyone who reaches the listeners can read and change every twin")

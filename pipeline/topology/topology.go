@@ -12,18 +12,26 @@
 // single subject token and a legal KV key. <partition> is a number in
 // [0, Partitions) computed by Partition; one durable consumer per partition
 // keeps each device's commands in order while partitions run in parallel.
+//
+// KV buckets:
+//
+//	twinhub_twins   twin records, key = Token(device ID)
+//	twinhub_hub     state every instance must agree on: the shared access policies (key PoliciesKey)
+//
+// Every stream and bucket is kept at Config.Replicas replicas (see Ensure),
+// and buckets never allow direct gets: at R3 a direct get may be answered by
+// a follower that has not applied the latest write yet, and twinhub reads
+// its own writes.
 package topology
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"log/slog"
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Names of the JetStream resources.
@@ -31,6 +39,10 @@ const (
 	CommandStream = "TWINHUB_COMMANDS"
 	EventStream   = "TWINHUB_EVENTS"
 	TwinBucket    = "twinhub_twins"
+	// HubBucket holds the hub's shared state, the same for every instance.
+	HubBucket = "twinhub_hub"
+	// PoliciesKey is the key of the shared access policies in HubBucket.
+	PoliciesKey = "policies"
 
 	commandPrefix  = "twinhub.cmd."
 	eventPrefix    = "twinhub.events."
@@ -60,17 +72,37 @@ const (
 	partitionsMetadataKey = "twinhub.partitions"
 )
 
-// ErrPartitionMismatch means the command stream was created with another
-// partition count than this instance is configured with.
-var ErrPartitionMismatch = errors.New("partition count differs from the existing command stream")
+// Errors of Ensure.
+var (
+	// ErrPartitionMismatch means the command stream was created with another
+	// partition count than this instance is configured with.
+	ErrPartitionMismatch = errors.New("partition count differs from the existing command stream")
+	// ErrReplicaDecrease means an existing stream or bucket has more replicas
+	// than configured and Config.AllowReplicaDecrease is off.
+	ErrReplicaDecrease = errors.New("refusing to lower the replicas of existing streams")
+	// ErrReplicasUnsupported means the NATS server is not a cluster and
+	// cannot keep more than one replica.
+	ErrReplicasUnsupported = errors.New("the NATS server is not clustered and cannot keep more than one replica")
+	// ErrNotReady means JetStream did not become available (no meta
+	// leader, not enough servers for the replicas) before the context ended.
+	ErrNotReady = errors.New("NATS JetStream did not become available")
+)
 
 // Config sizes the topology. The zero value is usable.
 type Config struct {
 	// Partitions is the number of command partitions (default 16). It is
 	// fixed when the command stream is first created.
 	Partitions int
-	// Replicas is the JetStream replication factor (default 1).
+	// Replicas is the JetStream replication factor of every stream and
+	// bucket (default 1; 3 or 5 need a NATS cluster of at least as many servers).
 	Replicas int
+	// AllowReplicaDecrease lets Ensure lower the replicas of existing
+	// streams to Replicas. Off, a lower Replicas is refused with
+	// ErrReplicaDecrease: losing fault tolerance is never silent.
+	AllowReplicaDecrease bool
+	// Logger receives Ensure's messages: replicas changed, waiting for the
+	// cluster (default slog.Default()).
+	Logger *slog.Logger
 	// EventMaxAge bounds how long change events are kept in JetStream
 	// (default 7 days; 0 after defaults means forever is not allowed, use a large value).
 	EventMaxAge time.Duration
@@ -101,6 +133,9 @@ func (c *Config) defaults() {
 	}
 	if c.MaxMsgSize == 0 {
 		c.MaxMsgSize = 1 << 20
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
 	}
 }
 
@@ -217,105 +252,6 @@ func Key(deviceID string) string { return Token(deviceID) }
 // compare-and-swap of the record, as KeyValue.Update does.
 func KeySubject(deviceID string) string { return "$KV." + TwinBucket + "." + Key(deviceID) }
 
-// Ensure creates or updates the streams, the KV bucket and the partition
-// consumers. It is safe to call from every instance at every start.
-func Ensure(ctx context.Context, js jetstream.JetStream, cfg Config) error {
-	cfg.defaults()
-	if err := cfg.Validate(); err != nil {
-		return err
-	}
-	parts := strconv.Itoa(cfg.Partitions)
-	if s, err := js.Stream(ctx, CommandStream); err == nil {
-		if got := s.CachedInfo().Config.Metadata[partitionsMetadataKey]; got != "" && got != parts {
-			return fmt.Errorf("%w: stream %s has %s partitions, this instance is configured with %s; "+
-				"start with --partitions %s", ErrPartitionMismatch, CommandStream, got, parts, got)
-		}
-	} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
-		return fmt.Errorf("looking up stream %s: %w", CommandStream, err)
-	}
-	cmd, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:        CommandStream,
-		Description: "twinhub commands waiting for the twin processor",
-		Subjects:    []string{commandPrefix + ">"},
-		Retention:   jetstream.WorkQueuePolicy,
-		Storage:     jetstream.FileStorage,
-		Replicas:    cfg.Replicas,
-		Duplicates:  cfg.DuplicateWindow,
-		MaxMsgSize:  cfg.MaxMsgSize,
-		Metadata:    map[string]string{partitionsMetadataKey: parts},
-	})
-	if err != nil {
-		return fmt.Errorf("provisioning stream %s: %w", CommandStream, err)
-	}
-	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:        EventStream,
-		Description: "twinhub change events: one per accepted twin change, subject per device",
-		Subjects:    []string{EventSubjects},
-		Retention:   jetstream.LimitsPolicy,
-		Storage:     jetstream.FileStorage,
-		Replicas:    cfg.Replicas,
-		Duplicates:  cfg.DuplicateWindow,
-		MaxAge:      cfg.EventMaxAge,
-		MaxMsgSize:  cfg.MaxMsgSize,
-	}); err != nil {
-		return fmt.Errorf("provisioning stream %s: %w", EventStream, err)
-	}
-	if _, err := js.CreateOrUpdateConsumer(ctx, EventStream, jetstream.ConsumerConfig{
-		Durable:       NotifierConsumer,
-		Description:   "forwards desired-property changes to devices",
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       30 * time.Second,
-		DeliverPolicy: jetstream.DeliverNewPolicy,
-		MaxAckPending: 1000,
-		// A notification that cannot be sent after a few tries is dropped:
-		// devices read their twin when they reconnect.
-		MaxDeliver: 5,
-	}); err != nil {
-		return fmt.Errorf("provisioning consumer %s: %w", NotifierConsumer, err)
-	}
-	if _, err := js.CreateOrUpdateConsumer(ctx, EventStream, jetstream.ConsumerConfig{
-		Durable:     HistoryConsumer,
-		Description: "writes change events to ClickHouse (twin history)",
-		// One ack per batch covers every event before it. The sink orders
-		// events itself and skips those ClickHouse already has, so
-		// redeliveries and their order do not matter.
-		AckPolicy:     jetstream.AckAllPolicy,
-		AckWait:       time.Minute,
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-		MaxAckPending: HistoryMaxAckPending,
-		// Never give up on an event: the sink retries until ClickHouse is back.
-		MaxDeliver: -1,
-	}); err != nil {
-		return fmt.Errorf("provisioning consumer %s: %w", HistoryConsumer, err)
-	}
-	if _, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      TwinBucket,
-		Description: "twinhub twin records: the materialized twin state",
-		History:     1,
-		Storage:     jetstream.FileStorage,
-		Replicas:    cfg.Replicas,
-	}); err != nil {
-		return fmt.Errorf("provisioning KV bucket %s: %w", TwinBucket, err)
-	}
-	for p := 0; p < cfg.Partitions; p++ {
-		if _, err := cmd.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
-			Durable:       ConsumerName(p),
-			Description:   "twin processor, partition " + strconv.Itoa(p),
-			FilterSubject: PartitionSubjects(p),
-			AckPolicy:     jetstream.AckExplicitPolicy,
-			AckWait:       cfg.AckWait,
-			DeliverPolicy: jetstream.DeliverAllPolicy,
-			// One command in flight per partition: a device's commands are
-			// applied strictly in the order they were stored, redeliveries included.
-			MaxAckPending: 1,
-			MaxDeliver:    -1,
-		}); err != nil {
-			return fmt.Errorf("provisioning consumer %s: %w", ConsumerName(p), err)
-		}
-	}
-	return nil
-}
-
 // InternalInboxPrefix is the reply-subject prefix of twinhub's own NATS
 // connections (nats.CustomInboxPrefix). It is not the default _INBOX, which
 // the events reader may subscribe to, so that no reply to twinhub (a twin
@@ -378,10 +314,10 @@ func EventReaderPermissions() Permissions {
 
 // HubPermissions is what twinhub's own user needs on an external NATS (on
 // the embedded one it may do everything): the JetStream API (it provisions
-// the streams, consumers and bucket), its commands and events, the twin
-// bucket, registry notices, acknowledgements and flow control of its consumers, and replies on
-// its private inbox prefix, to which the processor also publishes command
-// results.
+// the streams, consumers and buckets), its commands and events, the twin
+// and hub buckets, registry notices, acknowledgements and flow control of its
+// consumers, and replies on its private inbox prefix, to which the processor
+// also publishes command results.
 func HubPermissions() Permissions {
 	return Permissions{
 		PublishAllow: []string{
@@ -393,6 +329,7 @@ func HubPermissions() Permissions {
 			eventPrefix + "*",
 			RegistrySubjects,
 			"$KV." + TwinBucket + ".>",
+			"$KV." + HubBucket + ".>",
 			InternalInboxPrefix + ".>",
 		},
 		SubscribeAllow: []string{InternalInboxPrefix + ".>", RegistrySubjects},
