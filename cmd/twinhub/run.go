@@ -161,6 +161,11 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 	if err := os.MkdirAll(c.dataDir, 0o700); err != nil {
 		return fmt.Errorf("creating data directory: %w", err)
 	}
+	dirLock, err := embedded.LockDataDir(c.dataDir)
+	if err != nil {
+		return err
+	}
+	defer dirLock.Close()
 
 	// NATS: embedded unless --nats-url. Replies to twinhub go to a private
 	// inbox prefix (see topology.InternalInboxPrefix).
