@@ -2,9 +2,17 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
 	"os/exec"
+	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -51,4 +59,278 @@ func TestSecondInstanceOnDataDirFails(t *testing.T) {
 	if r.Status != 200 || get(r.json(t), "tags.a") != float64(1) {
 		t.Fatalf("after kill -9 and a restart: GET %d %s", r.Status, r.Body)
 	}
+}
+
+// smallFS mounts a tmpfs of the given size on a fresh directory and
+// unmounts it when the test ends (after the processes started later are
+// killed: cleanups run last-registered first). It skips the test when it
+// cannot mount (not root, no tmpfs).
+func smallFS(t *testing.T, size string) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a small tmpfs needs root")
+	}
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a %s tmpfs on %s: %v %s", size, dir, err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+			t.Errorf("unmounting %s: %v %s; trying a lazy unmount", dir, err, out)
+			exec.Command("umount", "-l", dir).Run()
+		}
+	})
+	return dir
+}
+
+// fill writes a file in dir until the file system is full, leaving
+// about keep bytes free.
+func fill(t *testing.T, path string, keep int64) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(filepath.Dir(path), &st); err != nil {
+		t.Fatal(err)
+	}
+	free := int64(st.Bavail) * int64(st.Bsize)
+	chunk := make([]byte, 64<<10)
+	for written := int64(0); written+int64(len(chunk)) <= free-keep; written += int64(len(chunk)) {
+		if _, err := f.Write(chunk); err != nil {
+			break // full already
+		}
+	}
+	if keep == 0 {
+		for {
+			if _, err := f.Write(chunk[:4096]); err != nil {
+				break
+			}
+		}
+	}
+	f.Sync()
+}
+
+// Disk full: nothing acknowledged is lost, /readyz says what is wrong, and
+// once space is freed acknowledged changes resume within 10 s with no
+// restart.
+func TestDiskFullRecoversWithoutRestart(t *testing.T) {
+	mnt := smallFS(t, "64m")
+	p := startTwinhub(t, filepath.Join(mnt, "data"))
+	const devices = 4
+	for d := range devices {
+		if r := p.call(t, "PUT", fmt.Sprintf("/devices/full-%d", d), `{}`); r.Status != 200 {
+			t.Fatalf("creating device: %d %s", r.Status, r.Body)
+		}
+	}
+	filler := filepath.Join(mnt, "filler")
+	fill(t, filler, 2<<20)
+
+	// Load each device with sequential changes until writes have failed
+	// for a while; remember the last acknowledged change of each.
+	client := &http.Client{Timeout: 5 * time.Second}
+	patch := func(d, n int) (int, error) {
+		req, _ := http.NewRequest("PATCH", fmt.Sprintf("%s/twins/full-%d", p.HTTP, d), strings.NewReader(fmt.Sprintf(`{"tags":{"n":%d}}`, n)))
+		req.Header.Set("Authorization", p.ownerToken(t))
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+	var (
+		mu        sync.Mutex
+		lastAcked [devices]int
+		acked     [devices]int
+		failed    int
+		next      [devices]int
+	)
+	deadline := time.Now().Add(60 * time.Second)
+	var wg sync.WaitGroup
+	for d := range devices {
+		wg.Add(1)
+		// Exits after 20 failed changes or at the deadline.
+		go func() {
+			defer wg.Done()
+			fails := 0
+			for n := 1; fails < 20 && time.Now().Before(deadline); n++ {
+				code, err := patch(d, n)
+				mu.Lock()
+				next[d] = n + 1
+				if err == nil && code/100 == 2 {
+					lastAcked[d], acked[d] = n, acked[d]+1
+				} else {
+					fails++
+					failed++
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	t.Logf("before freeing space: %v acknowledged, %d failed", acked, failed)
+	if failed == 0 {
+		t.Fatal("no change failed; the file system never filled up")
+	}
+	ready := func() (int, string) {
+		resp, err := http.Get(p.HTTP + "/readyz")
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := ready(); code != 503 || !strings.Contains(body, "write") {
+		t.Errorf("/readyz while the disk is full: %d %s; want 503 naming the write failure", code, body)
+	}
+	if !strings.Contains(p.logs.String(), "level=ERROR") {
+		t.Errorf("no ERROR in the log while the disk is full")
+	}
+
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	freed := time.Now()
+	var resumed time.Duration
+	waitFor(t, 10*time.Second, "an acknowledged change after space was freed", func() bool {
+		mu.Lock()
+		n := next[0]
+		next[0]++
+		mu.Unlock()
+		code, err := patch(0, n)
+		if err == nil && code/100 == 2 {
+			lastAcked[0], acked[0] = n, acked[0]+1
+			resumed = time.Since(freed)
+			return true
+		}
+		return false
+	})
+	t.Logf("acknowledged changes resumed %s after space was freed", resumed.Round(time.Millisecond))
+	waitFor(t, 10*time.Second, "/readyz 200 after recovery", func() bool { code, _ := ready(); return code == 200 })
+
+	// No acknowledged change is lost: each device's twin holds its last
+	// acknowledged value or a later one, and counts at least as many versions.
+	for d := range devices {
+		r := p.call(t, "GET", fmt.Sprintf("/twins/full-%d", d), "")
+		if r.Status != 200 {
+			t.Fatalf("GET twin %d: %d %s", d, r.Status, r.Body)
+		}
+		doc := r.json(t)
+		n, _ := get(doc, "tags.n").(float64)
+		v, _ := get(doc, "version").(float64)
+		if int(n) < lastAcked[d] {
+			t.Errorf("device full-%d: tag n = %v, but change %d was acknowledged", d, n, lastAcked[d])
+		}
+		if int(v) < acked[d]+1 {
+			t.Errorf("device full-%d: version %v after %d acknowledged changes", d, v, acked[d])
+		}
+	}
+	if p.cmd.ProcessState != nil {
+		t.Fatalf("twinhub exited: %v", p.exitErr)
+	}
+}
+
+// lastBlock returns the newest message block of a stream in a data directory.
+func lastBlock(t *testing.T, dataDir, stream string) string {
+	t.Helper()
+	blocks, err := filepath.Glob(filepath.Join(dataDir, "jetstream", "jetstream", "*", "streams", stream, "msgs", "*.blk"))
+	if err != nil || len(blocks) == 0 {
+		t.Fatalf("no message blocks of %s under %s: %v", stream, dataDir, err)
+	}
+	index := func(p string) int {
+		n, _ := strconv.Atoi(strings.TrimSuffix(filepath.Base(p), ".blk"))
+		return n
+	}
+	last := blocks[0]
+	for _, b := range blocks {
+		if index(b) > index(last) {
+			last = b
+		}
+	}
+	return last
+}
+
+// Data JetStream finds damaged at start is reported loudly: an ERROR log
+// line naming the stream and what was lost, a metric, and /readyz.
+func TestCorruptionAtStartIsLoud(t *testing.T) {
+	dir := t.TempDir()
+	p := startTwinhub(t, dir)
+	if r := p.call(t, "PUT", "/devices/torn-1", `{}`); r.Status != 200 {
+		t.Fatalf("creating device: %d %s", r.Status, r.Body)
+	}
+	for n := 1; n <= 100; n++ {
+		if r := p.call(t, "PATCH", "/twins/torn-1", fmt.Sprintf(`{"tags":{"n":%d,"pad":"%s"}}`, n, strings.Repeat("x", 200))); r.Status != 200 {
+			t.Fatalf("PATCH %d: %d %s", n, r.Status, r.Body)
+		}
+	}
+	p.kill()
+
+	blk := lastBlock(t, dir, "TWINHUB_EVENTS")
+	st, err := os.Stat(blk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut := min(int64(4096), st.Size()/2)
+	if err := os.Truncate(blk, st.Size()-cut); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("cut %d of %d bytes off %s", cut, st.Size(), blk)
+
+	p = startTwinhub(t, dir)
+	var errLine string
+	for _, l := range strings.Split(p.logs.String(), "\n") {
+		if strings.Contains(l, "level=ERROR") && strings.Contains(l, "stream=TWINHUB_EVENTS") && regexp.MustCompile(`lost_sequences="?[1-9]`).MatchString(l) {
+			errLine = l
+			break
+		}
+	}
+	if errLine == "" {
+		t.Errorf("no ERROR log line names TWINHUB_EVENTS and the sequences it lost")
+	} else {
+		t.Logf("log: %s", errLine)
+	}
+
+	metrics := p.call(t, "GET", "/metrics", "")
+	re := regexp.MustCompile(`(?m)^twinhub_jetstream_lost_bytes\{stream="TWINHUB_EVENTS"\} (\d+)`)
+	if m := re.FindSubmatch(metrics.Body); m == nil || string(m[1]) == "0" {
+		t.Errorf("twinhub_jetstream_lost_bytes does not report TWINHUB_EVENTS's loss:\n%s", grepLines(string(metrics.Body), "twinhub_jetstream_lost"))
+	}
+
+	resp, err := http.Get(p.HTTP + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	// The loss is reported, but the hub stays ready: see readiness in run.go.
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "TWINHUB_EVENTS") || !strings.Contains(string(body), "lost") {
+		t.Errorf("/readyz after corruption at start: %d %s; want 200 naming TWINHUB_EVENTS and the loss", resp.StatusCode, body)
+	} else {
+		t.Logf("/readyz: %s", body)
+	}
+
+	// The device whose newest events were lost still takes changes: its
+	// record, which holds every acknowledged change, is the truth.
+	if r := p.call(t, "PATCH", "/twins/torn-1", `{"tags":{"n":101}}`); r.Status != 200 {
+		t.Fatalf("PATCH after the loss: %d %s", r.Status, r.Body)
+	}
+	r := p.call(t, "GET", "/twins/torn-1", "")
+	if n := get(r.json(t), "tags.n"); n != float64(101) {
+		t.Fatalf("twin after the loss and a new change: tags.n = %v, want 101", n)
+	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

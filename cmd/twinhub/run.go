@@ -210,6 +210,7 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 	if err := topology.Ensure(setupCtx, js, topo); err != nil {
 		return fmt.Errorf("provisioning JetStream: %w%s", err, natsRefusal(nc))
 	}
+	lostData := reportLostData(setupCtx, js, log, reg)
 	store, err := pipeline.OpenStore(setupCtx, js)
 	if err != nil {
 		return err
@@ -312,6 +313,11 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 	api := httpapi.New(httpapi.Config{Logger: log, Policies: policies, HubNames: sas.HubNames(c.hostnames...), ReadTimeout: c.httpRead,
 		History: hist.reader, Querier: queries}, client, store, ready.Load,
 		promhttp.HandlerFor(reg, promhttp.HandlerOpts{EnableOpenMetrics: true}), reg)
+	var storeWatch *embedded.StoreWatcher // nil with an external NATS
+	if ns != nil {
+		storeWatch = embedded.NewStoreWatcher(ns, log, reg)
+	}
+	api.Handle("GET /readyz", "readyz", readiness(ready.Load, nc, storeWatch, lostData))
 	if c.pprof {
 		api.EnableProfiling()
 		log.Warn("Go profiles are served without authentication at /debug/pprof/ (--pprof)")
@@ -338,6 +344,9 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 	g.Go(func() error { return proc.Run(gctx) })
 	g.Go(func() error { return notifier.Run(gctx) })
 	g.Go(func() error { return queries.proj.Run(gctx) })
+	if storeWatch != nil {
+		g.Go(func() error { return storeWatch.Run(gctx) })
+	}
 	if hist.sink != nil {
 		g.Go(func() error { return hist.sink.Run(gctx) })
 	}
