@@ -125,7 +125,10 @@ func NewProcessor(ctx context.Context, cfg ProcessorConfig, nc, subConn *nats.Co
 		AckWaitTimeout:      cfg.Topology.AckWait - cfg.Topology.AckWait/10,
 		ResourceInitializer: partitionConsumer,
 		NakDelay:            wmjs.NewStaticDelay(500 * time.Millisecond),
-		ConsumeOptions:      []jetstream.PullConsumeOpt{jetstream.PullMaxMessages(1)},
+		// Short pulls (heartbeat every 2 s) notice within about 4 s that
+		// JetStream restarted and forgot them (the store watcher restarts it
+		// after a disk-full write error); the default 30 s pulls took 30 s.
+		ConsumeOptions: []jetstream.PullConsumeOpt{jetstream.PullMaxMessages(1), jetstream.PullExpiry(4 * time.Second)},
 		// A plain ack: a lost ack means a redelivery, which the record's
 		// list of applied commands answers without applying it again.
 		AckAsync:    true,
