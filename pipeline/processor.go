@@ -417,6 +417,9 @@ func (p *Processor) rollForward(ctx context.Context, deviceID string, rec *Recor
 		return fmt.Errorf("decoding event seq %d of %s: %w", msg.Sequence, deviceID, err)
 	}
 	if err := checkNext(rec, &ev); err != nil {
+		if lagsSeveral(rec, &ev) {
+			return p.replayForward(ctx, deviceID, rec, rev)
+		}
 		return fmt.Errorf("cannot roll %s forward to event seq %d: %w", deviceID, msg.Sequence, err)
 	}
 	next, err := applyEvent(rec, &ev)
