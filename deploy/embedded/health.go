@@ -142,9 +142,11 @@ func (w *StoreWatcher) restart(base *server.JetStreamConfig) {
 		w.log.Error("shutting JetStream down for a restart", "err", err)
 		return
 	}
-	cfg := *base
-	cfg.StoreDir = filepath.Dir(base.StoreDir) // EnableJetStream appends JetStreamStoreDir
-	if err := srv.EnableJetStream(&cfg); err != nil {
+	// As nats-server's own restart on a configuration reload does: the same
+	// directory (EnableJetStream appends JetStreamStoreDir), and limits
+	// computed again from the memory and the disk space there are now.
+	cfg := &server.JetStreamConfig{StoreDir: filepath.Dir(base.StoreDir), Domain: base.Domain, UniqueTag: base.UniqueTag}
+	if err := srv.EnableJetStream(cfg); err != nil {
 		w.log.Error("restarting JetStream failed; twinhub tries again", "err", err)
 	}
 }
