@@ -72,15 +72,30 @@ func NewStoreWatcher(n *NATS, log *slog.Logger, reg prometheus.Registerer) *Stor
 // Problems reports why JetStream cannot store writes right now, one line
 // each, or nil if it can.
 func (w *StoreWatcher) Problems() []string {
+	problems, _ := w.check()
+	return problems
+}
+
+// check asks nats-server for its health; restartable says whether every
+// problem is one a JetStream restart clears: JetStream disabled, or a
+// stream's write error. A clustered server is never restarted by us: its
+// problems may be elections or absent peers, which its cluster resolves.
+func (w *StoreWatcher) check() (problems []string, restartable bool) {
 	h := w.n.srv.Healthz(&server.HealthzOptions{Details: true})
-	var out []string
+	restartable = !w.n.srv.JetStreamIsClustered()
 	for _, e := range h.Errors {
-		out = append(out, e.Error)
+		problems = append(problems, e.Error)
+		switch {
+		case e.Type == server.HealthzErrorJetStream:
+		case e.Type == server.HealthzErrorStream && strings.Contains(e.Error, "write error"):
+		default:
+			restartable = false
+		}
 	}
 	if h.Error != "" {
-		out = append(out, h.Error)
+		problems, restartable = append(problems, h.Error), false
 	}
-	return out
+	return problems, restartable
 }
 
 // Run checks the store every storeCheckEvery until ctx ends; it returns nil then.
@@ -99,7 +114,7 @@ func (w *StoreWatcher) Run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		}
-		problems := w.Problems()
+		problems, restartable := w.check()
 		now := time.Now()
 		switch {
 		case len(problems) == 0 && since.IsZero():
@@ -113,10 +128,12 @@ func (w *StoreWatcher) Run(ctx context.Context) error {
 			since, backoff, last = now, restartFirstAfter, now
 			w.writable.Set(0)
 			w.log.Error("JetStream cannot store writes; the hub refuses changes until it can. "+
-				"Free space on the data directory's file system (or fix its permissions); twinhub retries by itself",
-				"problems", strings.Join(problems, "; "), "store", base.StoreDir, "free_bytes", freeBytes(base.StoreDir))
+				"Free space on the data directory's file system (or fix its permissions); "+
+				"twinhub restarts JetStream by itself once it can (recovers_itself), else restart twinhub",
+				"problems", strings.Join(problems, "; "), "store", base.StoreDir, "free_bytes", freeBytes(base.StoreDir),
+				"recovers_itself", restartable)
 		}
-		if now.Sub(last) < backoff || ctx.Err() != nil {
+		if !restartable || now.Sub(last) < backoff || ctx.Err() != nil {
 			continue
 		}
 		if free := freeBytes(base.StoreDir); free >= 0 && free < restartMinFree {
