@@ -100,7 +100,11 @@ func (w *StoreWatcher) check() (problems []string, restartable bool) {
 
 // Run checks the store every storeCheckEvery until ctx ends; it returns nil then.
 func (w *StoreWatcher) Run(ctx context.Context) error {
-	base := w.n.srv.JetStreamConfig() // the configuration to restart with
+	base := w.n.srv.JetStreamConfig() // the configuration to restart with; nil if JetStream is off
+	storeDir := ""
+	if base != nil {
+		storeDir = base.StoreDir
+	}
 	t := time.NewTicker(storeCheckEvery)
 	defer t.Stop()
 	var (
@@ -130,13 +134,13 @@ func (w *StoreWatcher) Run(ctx context.Context) error {
 			w.log.Error("JetStream cannot store writes; the hub refuses changes until it can. "+
 				"Free space on the data directory's file system (or fix its permissions); "+
 				"twinhub restarts JetStream by itself once it can (recovers_itself), else restart twinhub",
-				"problems", strings.Join(problems, "; "), "store", base.StoreDir, "free_bytes", freeBytes(base.StoreDir),
+				"problems", strings.Join(problems, "; "), "store", storeDir, "free_bytes", freeBytes(storeDir),
 				"recovers_itself", restartable)
 		}
 		if !restartable || now.Sub(last) < backoff || ctx.Err() != nil {
 			continue
 		}
-		if free := freeBytes(base.StoreDir); free >= 0 && free < restartMinFree {
+		if free := freeBytes(storeDir); free >= 0 && free < restartMinFree {
 			continue // still full: a restart would fail the same way
 		}
 		last, backoff = now, min(2*backoff, restartMaxAfter)
