@@ -17,6 +17,7 @@ type processorMetrics struct {
 	duration     *prometheus.HistogramVec
 	events       prometheus.Counter
 	rollForwards prometheus.Counter
+	eventGaps    prometheus.Counter
 	casConflicts prometheus.Counter
 	batchSize    prometheus.Histogram
 }
@@ -41,6 +42,10 @@ func newProcessorMetrics(reg prometheus.Registerer, js jetstream.JetStream, part
 		rollForwards: f.NewCounter(prometheus.CounterOpts{
 			Namespace: "twinhub", Subsystem: "pipeline", Name: "roll_forwards_total",
 			Help: "Twin records rolled forward to an event that a crash left unrecorded.",
+		}),
+		eventGaps: f.NewCounter(prometheus.CounterOpts{
+			Namespace: "twinhub", Subsystem: "pipeline", Name: "event_gaps_total",
+			Help: "Twin records found ahead of their device's newest event because the event stream lost events (disk damage); each record was kept and re-anchored.",
 		}),
 		casConflicts: f.NewCounter(prometheus.CounterOpts{
 			Namespace: "twinhub", Subsystem: "pipeline", Name: "record_conflicts_total",

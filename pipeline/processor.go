@@ -125,7 +125,10 @@ func NewProcessor(ctx context.Context, cfg ProcessorConfig, nc, subConn *nats.Co
 		AckWaitTimeout:      cfg.Topology.AckWait - cfg.Topology.AckWait/10,
 		ResourceInitializer: partitionConsumer,
 		NakDelay:            wmjs.NewStaticDelay(500 * time.Millisecond),
-		ConsumeOptions:      []jetstream.PullConsumeOpt{jetstream.PullMaxMessages(1)},
+		// Short pulls (heartbeat every 2 s) notice within about 4 s that
+		// JetStream restarted and forgot them (the store watcher restarts it
+		// after a disk-full write error); the default 30 s pulls took 30 s.
+		ConsumeOptions: []jetstream.PullConsumeOpt{jetstream.PullMaxMessages(1), jetstream.PullExpiry(4 * time.Second)},
 		// A plain ack: a lost ack means a redelivery, which the record's
 		// list of applied commands answers without applying it again.
 		AckAsync:    true,
@@ -388,7 +391,25 @@ func (p *Processor) rollForward(ctx context.Context, deviceID string, rec *Recor
 	if err != nil {
 		return fmt.Errorf("reading the latest event of %s: %w", deviceID, err)
 	}
-	if msg.Sequence <= lastSeq(rec) {
+	if msg.Sequence < lastSeq(rec) {
+		// The record refers to an event the stream no longer has, and events
+		// never leave a subject's tail except by loss (damaged files found at
+		// start). The record was written after that event was stored, so it
+		// holds every acknowledged change: keep it, and publish the next
+		// event after what the stream now has, or the device would never
+		// change again.
+		p.metrics.eventGaps.Inc()
+		p.log.Error("the event stream lost this device's newest change events; its twin is kept as recorded "+
+			"and its events continue after the gap (history misses the lost events)",
+			"device", deviceID, "record_event_seq", lastSeq(rec), "stream_event_seq", msg.Sequence)
+		next := rec.clone()
+		next.LastEventSeq = msg.Sequence
+		if _, err := p.store.save(ctx, deviceID, next, rev); err != nil && !isWrongLastSeq(err) {
+			return fmt.Errorf("re-anchoring the record of %s after lost events: %w", deviceID, err)
+		}
+		return nil
+	}
+	if msg.Sequence == lastSeq(rec) {
 		return fmt.Errorf("event conflict for %s but its latest event (seq %d) is not newer than the record's (%d)", deviceID, msg.Sequence, lastSeq(rec))
 	}
 	var ev Event
@@ -396,6 +417,9 @@ func (p *Processor) rollForward(ctx context.Context, deviceID string, rec *Recor
 		return fmt.Errorf("decoding event seq %d of %s: %w", msg.Sequence, deviceID, err)
 	}
 	if err := checkNext(rec, &ev); err != nil {
+		if lagsSeveral(rec, &ev) {
+			return p.replayForward(ctx, deviceID, rec, rev)
+		}
 		return fmt.Errorf("cannot roll %s forward to event seq %d: %w", deviceID, msg.Sequence, err)
 	}
 	next, err := applyEvent(rec, &ev)

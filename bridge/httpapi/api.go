@@ -54,6 +54,7 @@ type Config struct {
 // resource, which the token's sr must cover, is routeResource's.
 var routeRights = map[string][]sas.Permission{
 	"healthz":       nil,
+	"readyz":        nil,
 	"device_get":    {sas.RegistryRead},
 	"device_list":   {sas.RegistryRead},
 	"device_put":    {sas.RegistryWrite},

@@ -172,6 +172,11 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 	if err := os.MkdirAll(c.dataDir, 0o700); err != nil {
 		return fmt.Errorf("creating data directory: %w", err)
 	}
+	dirLock, err := embedded.LockDataDir(c.dataDir)
+	if err != nil {
+		return err
+	}
+	defer dirLock.Close()
 
 	// NATS: embedded unless --nats-url. Replies to twinhub go to a private
 	// inbox prefix (see topology.InternalInboxPrefix).
@@ -219,6 +224,7 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 	}
 	setupCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
+	lostData := reportLostData(setupCtx, js, log, reg)
 	store, err := pipeline.OpenStore(setupCtx, js)
 	if err != nil {
 		return err
@@ -316,6 +322,11 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 	api := httpapi.New(httpapi.Config{Logger: log, Policies: policies, HubNames: sas.HubNames(c.hostnames...), ReadTimeout: c.httpRead,
 		History: hist.reader, Querier: queries}, client, store, ready.Load,
 		promhttp.HandlerFor(reg, promhttp.HandlerOpts{EnableOpenMetrics: true}), reg)
+	var storeWatch *embedded.StoreWatcher // nil with an external NATS
+	if ns != nil {
+		storeWatch = embedded.NewStoreWatcher(ns, log, reg)
+	}
+	api.Handle("GET /readyz", "readyz", readiness(ready.Load, nc, storeWatch, lostData))
 	if c.pprof {
 		api.EnableProfiling()
 		log.Warn("Go profiles are served without authentication at /debug/pprof/ (--pprof)")
@@ -342,6 +353,9 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 	g.Go(func() error { return proc.Run(gctx) })
 	g.Go(func() error { return notifier.Run(gctx) })
 	g.Go(func() error { return queries.proj.Run(gctx) })
+	if storeWatch != nil {
+		g.Go(func() error { return storeWatch.Run(gctx) })
+	}
 	if hist.sink != nil {
 		g.Go(func() error { return hist.sink.Run(gctx) })
 	}
