@@ -193,8 +193,13 @@ type Event struct {
 	Time string `json:"time"`
 	// CommandID is the command that made the change.
 	CommandID string `json:"commandId"`
-	// Patch is the change as applied: merge patches (null deletes) for
-	// updateTwin, the whole new tags and desired for replaceTwin.
+	// Patch is the change as applied, as merge patches in which null
+	// deletes a key. For updateTwin they are the patches as sent, except
+	// that a section the back end set to null as a whole is a null for each
+	// key it held ({} when it held none). For replaceTwin they are the whole
+	// new tags and desired plus a null for each key the replacement removed,
+	// at every object level both documents hold; without the nulls they are
+	// the new documents.
 	Patch EventPatch `json:"patch"`
 	// Status is the device status a createDevice event set.
 	Status string `json:"status,omitempty"`

@@ -509,25 +509,18 @@ func decide(cmd Command, rec *Record, now time.Time) (*change, Result) {
 		if r, ok := checkEtag(cmd, rec.Twin.ETag()); !ok {
 			return nil, r
 		}
-		tags, desired, err := serviceBody(cmd.Body)
+		body, err := serviceBody(cmd.Body)
 		if err != nil {
+			return invalid(err)
+		}
+		if ev.Patch, err = servicePatch(cmd.Kind, body, rec.Twin); err != nil {
 			return invalid(err)
 		}
 		ev.Op = OpUpdateTwin
 		if cmd.Kind == KindReplaceTwin {
 			ev.Op = OpReplaceTwin
-			if tags == nil {
-				tags = json.RawMessage("{}")
-			}
-			if desired == nil {
-				desired = json.RawMessage("{}")
-			}
-		} else if tags == nil && desired == nil {
+		} else if ev.Patch.Tags == nil && ev.Patch.Properties == nil {
 			return nil, answer(cmd, rec) // nothing to change
-		}
-		ev.Patch.Tags = tags
-		if desired != nil {
-			ev.Patch.Properties = &EventProperties{Desired: desired}
 		}
 
 	case KindCreateDevice:
@@ -630,41 +623,93 @@ func checkEtag(cmd Command, current string) (Result, bool) {
 		"etag %q does not match the current etag %q; read the twin again and retry", want, current), false
 }
 
+// serviceSections is what a back-end twin patch or replacement asks of
+// tags and properties.desired: a section is absent (nil, unless cleared), an
+// object, or null as a whole (cleared).
+type serviceSections struct {
+	tags, desired           map[string]any
+	clearTags, clearDesired bool
+}
+
 // serviceBody extracts tags and properties.desired from a back-end twin
 // patch or replacement. Other twin fields (deviceId, etag, version, …) are
-// ignored as IoT Hub does; properties.reported is refused.
-func serviceBody(body json.RawMessage) (tags, desired json.RawMessage, err error) {
+// ignored as IoT Hub does; properties.reported is refused, and so is
+// "properties": null, which would reach into reported.
+func serviceBody(body json.RawMessage) (serviceSections, error) {
+	var s serviceSections
 	doc, err := twin.ParseObject(body)
 	if err != nil {
-		return nil, nil, err
+		return s, err
 	}
-	section := func(v any, path string) (json.RawMessage, error) {
+	section := func(m map[string]any, key, path string) (map[string]any, bool, error) {
+		v, ok := m[key]
 		switch v := v.(type) {
 		case nil:
-			return nil, nil
+			return nil, ok, nil
 		case map[string]any:
-			b, err := json.Marshal(v)
-			return b, err
+			return v, false, nil
 		default:
-			return nil, fmt.Errorf("%s must be an object", path)
+			return nil, false, fmt.Errorf("%s must be an object, or null to delete all of it", path)
 		}
 	}
-	if tags, err = section(doc["tags"], "tags"); err != nil {
-		return nil, nil, err
+	if s.tags, s.clearTags, err = section(doc, "tags", "tags"); err != nil {
+		return s, err
 	}
-	switch props := doc["properties"].(type) {
+	props, present := doc["properties"]
+	switch props := props.(type) {
 	case nil:
+		if present {
+			return s, errors.New(`properties cannot be null: to delete every desired property send {"properties":{"desired":null}}`)
+		}
 	case map[string]any:
 		if _, ok := props["reported"]; ok {
-			return nil, nil, errors.New("properties.reported can only be changed by the device")
+			return s, errors.New("properties.reported can only be changed by the device")
 		}
-		if desired, err = section(props["desired"], "properties.desired"); err != nil {
-			return nil, nil, err
+		if s.desired, s.clearDesired, err = section(props, "desired", "properties.desired"); err != nil {
+			return s, err
 		}
 	default:
-		return nil, nil, errors.New("properties must be an object")
+		return s, errors.New("properties must be an object")
 	}
-	return tags, desired, nil
+	return s, nil
+}
+
+// servicePatch is the change event's patch for a back-end twin command on
+// current. A PATCH passes its merge patches on; a section set to null
+// becomes the patch that nulls each of its keys (twin.ClearPatch). A
+// replacement becomes the new tags and desired, each with a null for every
+// key it removes (twin.ReplacePatches). Either way the event states every
+// deletion, so the device's desired notification and the change stream's
+// consumers see it.
+func servicePatch(kind Kind, s serviceSections, current *twin.Twin) (EventPatch, error) {
+	var p EventPatch
+	tags, desired := s.tags, s.desired
+	if kind == KindReplaceTwin {
+		var err error
+		if tags, desired, err = twin.ReplacePatches(current, tags, desired); err != nil {
+			return p, err
+		}
+	} else {
+		if s.clearTags {
+			tags = twin.ClearPatch(current.Tags)
+		}
+		if s.clearDesired {
+			desired = twin.ClearPatch(current.Desired.Props)
+		}
+	}
+	var err error
+	if tags != nil {
+		if p.Tags, err = json.Marshal(tags); err != nil {
+			return p, err
+		}
+	}
+	if desired != nil {
+		p.Properties = &EventProperties{}
+		if p.Properties.Desired, err = json.Marshal(desired); err != nil {
+			return p, err
+		}
+	}
+	return p, nil
 }
 
 func compact(raw json.RawMessage) json.RawMessage {

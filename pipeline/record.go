@@ -139,7 +139,7 @@ func applyEvent(prev *Record, ev *Event) (*Record, error) {
 			if desired == nil {
 				desired = map[string]any{}
 			}
-			next.Twin, err = twin.Replace(prev.Twin, tags, desired, at)
+			next.Twin, err = twin.ReplaceByPatches(prev.Twin, tags, desired, at)
 		case ev.Source == SourceDevice:
 			next.Twin, err = twin.ApplyReported(prev.Twin, reported, at)
 			if err == nil {
