@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -281,7 +282,8 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 	var bridge *mqttbridge.Bridge
 	var auth *mqttbridge.Auth
 	if c.mqttURL == "" {
-		bcfg := embedded.BrokerConfig{Addr: c.mqttAddr, TLSAddr: c.mqttsAddr, TLS: tlsConfig, AllowAnonymous: !c.auth, Logger: log}
+		bcfg := embedded.BrokerConfig{Addr: c.mqttAddr, TLSAddr: c.mqttsAddr, TLS: tlsConfig, AllowAnonymous: !c.auth, Logger: log,
+			WebSocket: c.httpsAddr != ""} // MQTT over WebSockets shares the HTTPS port, as on IoT Hub
 		// The isolation hook (topic ACL, Wills, retain) belongs to the
 		// broker, so it holds on every listener, present and future.
 		hooks := []mqtt.Hook{mqttbridge.NewIsolation(log, reg), mqttbridge.NewHook(svc)}
@@ -341,6 +343,9 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 	if c.httpsAddr != "" {
 		if httpsLn, err = tls.Listen("tcp", c.httpsAddr, tlsConfig); err != nil {
 			return fmt.Errorf("HTTPS listener on %s: %w (set --https-addr)", c.httpsAddr, err)
+		}
+		if broker != nil && broker.WebSocket() != nil {
+			httpsSrv.Handler = withWebSocket(broker.WebSocket(), api)
 		}
 	}
 
@@ -425,4 +430,16 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 	_ = nc.Drain()
 	log.Info("twinhub stopped")
 	return runErr
+}
+
+// withWebSocket serves MQTT over WebSockets at embedded.WebSocketPath and
+// the API everywhere else.
+func withWebSocket(ws, api http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == embedded.WebSocketPath {
+			ws.ServeHTTP(w, r)
+			return
+		}
+		api.ServeHTTP(w, r)
+	})
 }

@@ -19,6 +19,9 @@ type BrokerConfig struct {
 	// TLSAddr is the MQTT-over-TLS listener (empty: none), served with TLS.
 	TLSAddr string
 	TLS     *tls.Config
+	// WebSocket adds the listener Broker.WebSocket returns, for the caller
+	// to mount at WebSocketPath on its HTTPS server.
+	WebSocket bool
 	// MaxPacketSize bounds an MQTT packet (default 256 KiB); a larger one closes the connection.
 	MaxPacketSize uint32
 	// MaxPendingWrites bounds the packets queued for one client (default
@@ -39,6 +42,7 @@ type Broker struct {
 	Server       *mqtt.Server
 	tcp          *listeners.TCP
 	tls          *listeners.TCP
+	ws           *WebSocket
 	closeTimeout time.Duration
 }
 
@@ -91,11 +95,22 @@ func StartBroker(cfg BrokerConfig, hooks ...mqtt.Hook) (*Broker, error) {
 			return nil, fmt.Errorf("mqtts listener on %s: %w (set --mqtts-addr)", cfg.TLSAddr, err)
 		}
 	}
+	var ws *WebSocket
+	if cfg.WebSocket {
+		ws = NewWebSocket("ws")
+		if err := srv.AddListener(ws); err != nil {
+			return nil, fmt.Errorf("mqtt over websockets listener: %w", err)
+		}
+	}
 	if err := srv.Serve(); err != nil {
 		return nil, fmt.Errorf("starting the mqtt broker: %w", err)
 	}
-	return &Broker{Server: srv, tcp: tcp, tls: tlsl, closeTimeout: cfg.CloseTimeout}, nil
+	return &Broker{Server: srv, tcp: tcp, tls: tlsl, ws: ws, closeTimeout: cfg.CloseTimeout}, nil
 }
+
+// WebSocket is the MQTT-over-WebSockets listener, an http.Handler to mount
+// at WebSocketPath; nil unless BrokerConfig.WebSocket.
+func (b *Broker) WebSocket() *WebSocket { return b.ws }
 
 // Addr is the address the broker listens on.
 func (b *Broker) Addr() string { return b.tcp.Address() }
