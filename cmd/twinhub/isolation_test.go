@@ -64,11 +64,12 @@ type isoDial struct {
 	id    string
 	azure bool // IoT Hub's user name, so Azure's $iothub topics
 	tls   bool // the MQTT-over-TLS listener
+	ws    bool // MQTT over WebSockets on the HTTPS listener (implies TLS)
 	will  string
 }
 
 // dialIso connects a device with its own SAS token, on the plain or the
-// TLS listener, optionally with a retained Will, and collects what it
+// TLS listener or over WebSockets, optionally with a retained Will, and collects what it
 // receives.
 func (p *proc) dialIso(t *testing.T, d isoDial) *isoConn {
 	t.Helper()
@@ -83,7 +84,7 @@ func (p *proc) dialIso(t *testing.T, d isoDial) *isoConn {
 	ic := &isoConn{in: &inbox{}}
 	broker := p.MQTT
 	var tlsConf *tls.Config
-	if d.tls {
+	if d.tls || d.ws {
 		pem, err := os.ReadFile(filepath.Join(p.dataDir, "tls", "ca.pem"))
 		if err != nil {
 			t.Fatal(err)
@@ -92,13 +93,18 @@ func (p *proc) dialIso(t *testing.T, d isoDial) *isoConn {
 		pool.AppendCertsFromPEM(pem)
 		tlsConf = &tls.Config{RootCAs: pool, ServerName: "localhost"}
 		broker = "ssl://" + regexpFind(t, p.logs.String(), `tls_addr=(\S+)`)
+		if d.ws {
+			broker = "wss://" + regexpFind(t, p.logs.String(), `https=(\S+)`) + "/$iothub/websocket"
+		}
 	}
 	opts := paho.NewClientOptions().AddBroker(broker).SetClientID(d.id).SetUsername(user).SetPassword(tok).
 		SetAutoReconnect(false).SetCleanSession(true).SetDefaultPublishHandler(ic.in.add).
 		SetCustomOpenConnectionFn(func(u *url.URL, _ paho.ClientOptions) (net.Conn, error) {
 			var c net.Conn
 			var err error
-			if tlsConf != nil {
+			if d.ws {
+				c, err = paho.NewWebsocket(u.String(), tlsConf, 10*time.Second, nil, nil)
+			} else if tlsConf != nil {
 				c, err = tls.Dial("tcp", u.Host, tlsConf)
 			} else {
 				c, err = net.Dial("tcp", u.Host)
@@ -151,15 +157,15 @@ func (ic *isoConn) drop() {
 // (Azure's $iothub topics) on every topic family. A subscribes to every
 // filter that could reach them, publishes on their request, response,
 // desired and method topics, with and without retain, and leaves Wills on
-// them; it does so once with the native user name over TCP and once with
-// IoT Hub's user name over TLS. B and Z, connected throughout and again
+// them; it does so once with the native user name over TCP, once with
+// IoT Hub's user name over TLS, and once over WebSockets on the HTTPS port. B and Z, connected throughout and again
 // afresh (to see retained messages), receive nothing A sent; A receives
 // nothing of theirs (B's reported patch, Z's method response). Requests
 // whose $rid is %00 or %FF are answered with 400 on a topic with an empty
 // $rid, and no connection ever receives a topic with NUL or invalid UTF-8.
 func TestIsolationDevices(t *testing.T) {
 	p := startTwinhub(t, "")
-	for _, id := range []string{"isoB", "isoZ", "isoA-tcp", "isoA-tls"} {
+	for _, id := range []string{"isoB", "isoZ", "isoA-tcp", "isoA-tls", "isoA-ws"} {
 		if r := p.call(t, "PUT", "/devices/"+id, ""); r.Status != 200 {
 			t.Fatalf("creating %s: %d %s", id, r.Status, r.Body)
 		}
@@ -200,7 +206,7 @@ func TestIsolationDevices(t *testing.T) {
 	b, z := victims()
 	willsSent := 0
 
-	for _, mode := range []isoDial{{id: "isoA-tcp"}, {id: "isoA-tls", azure: true, tls: true}} {
+	for _, mode := range []isoDial{{id: "isoA-tcp"}, {id: "isoA-tls", azure: true, tls: true}, {id: "isoA-ws", azure: true, ws: true}} {
 		a := p.dialIso(t, mode)
 		// Filters that would reach other devices' traffic: all refused.
 		for _, f := range []string{"#", "+/#", "$iothub/#", "$iothub/+/#", "$iothub/twin/#", "$iothub/methods/#",
