@@ -116,7 +116,8 @@ func decodeEvent(seq uint64, data []byte) (eventRow, error) {
 //   - updateTwin: every leaf of each merge patch; null is a delete, an
 //     array or empty object is a leaf set as a whole.
 //   - replaceTwin: a delete of the tags and desired roots (path ""), then
-//     every leaf of the new tags and desired.
+//     every leaf of the patches: the new tags and desired, and a delete for
+//     each key the replacement removed.
 //   - deleteDevice: a delete of each section's root.
 //   - createDevice: nothing (a new twin has no properties).
 func Leaves(ev *pipeline.Event) ([]Leaf, error) {
