@@ -211,6 +211,12 @@ func consumerConfigs(cfg Config) []consumer {
 			MaxAckPending: HistoryMaxAckPending,
 			// Never give up on an event: the sink retries until ClickHouse is back.
 			MaxDeliver: -1,
+			// Every instance runs a sink; one at a time gets the events. The
+			// pin is not a fence (acks are not checked against it): the
+			// sink's inserts are fenced in ClickHouse.
+			PriorityPolicy: jetstream.PriorityPolicyPinned,
+			PriorityGroups: []string{HistoryPriorityGroup},
+			PinnedTTL:      HistoryPinnedTTL,
 		}},
 	}
 	for p := 0; p < cfg.Partitions; p++ {

@@ -61,6 +61,16 @@ const (
 	// hold unacknowledged; it is above the sink's largest batch.
 	HistoryMaxAckPending = 50_000
 
+	// HistoryPriorityGroup is the priority group every history sink pulls
+	// HistoryConsumer through. The consumer is pinned: the server delivers
+	// to one sink at a time (the writer) and the others wait as standbys.
+	HistoryPriorityGroup = "history"
+
+	// HistoryPinnedTTL is how long the writer keeps the pin without pulling:
+	// after a writer dies, a standby gets the events this long after the
+	// dead writer's last pull. It must exceed the sink's pull expiry.
+	HistoryPinnedTTL = 3 * time.Second
+
 	// EventSubjects matches every change event; outside consumers subscribe to it.
 	EventSubjects = eventPrefix + "*"
 

@@ -23,6 +23,8 @@ type metrics struct {
 	committed     prometheus.Gauge
 	lastFlush     prometheus.Gauge
 	up            prometheus.Gauge
+	writerChanges prometheus.Counter
+	fenced        prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, s *Sink) *metrics {
@@ -57,7 +59,19 @@ func newMetrics(reg prometheus.Registerer, s *Sink) *metrics {
 			"When ClickHouse last accepted a batch."))),
 		up: f.NewGauge(prometheus.GaugeOpts(opts("clickhouse_up",
 			"1 when the last ClickHouse write or watermark read succeeded, 0 while it fails."))),
+		writerChanges: f.NewCounter(prometheus.CounterOpts(opts("writer_takeovers_total",
+			"Times this instance became the history writer."))),
+		fenced: f.NewCounter(prometheus.CounterOpts(opts("fenced_batches_total",
+			"Batches ClickHouse refused because another instance had become the history writer; that one writes them."))),
 	}
+	f.NewGaugeFunc(prometheus.GaugeOpts(opts("writer",
+		"1 on the one instance that writes the history (holds the history consumer's pin), 0 on standbys.")),
+		func() float64 {
+			if s.writer.Load() {
+				return 1
+			}
+			return 0
+		})
 	for _, t := range tableNames {
 		m.rows.WithLabelValues(t)
 	}

@@ -11,10 +11,10 @@
 // row carries the event's JetStream stream sequence (stream_seq), and for each
 // table the sink knows the highest sequence the table holds. Rows at or below
 // it are never written again. The watermarks are read from ClickHouse
-// (max(stream_seq)) at start and after every failed insert; an insert whose
-// outcome is unknown (the connection broke after the data was sent) is first
-// waited for in system.processes, so the watermark read back says whether it
-// landed. This is sound because
+// (max(stream_seq)) at start, when the sink becomes the writer and after
+// every failed insert; an insert whose outcome is unknown (the connection
+// broke after the data was sent) is first waited for in system.processes, so
+// the watermark read back says whether it landed. This is sound because
 //
 //   - the sink adds events to a batch in strict sequence order, whatever
 //     order JetStream delivers them in: a delivery that skips ahead (after a
@@ -22,7 +22,26 @@
 //     events from the stream itself;
 //   - one insert writes one part (one partition, one block), which ClickHouse
 //     commits atomically, and each table's inserts go in sequence order;
-//   - only one sink writes to a database (see Config).
+//   - one sink at a time writes to a database, and this is enforced inside
+//     ClickHouse (the fence below), not assumed.
+//
+// # One writer, fenced
+//
+// Every twinhub instance runs a sink. The history consumer is a pinned
+// priority group: JetStream delivers the events to one sink (the writer)
+// and the others wait; when the writer stops pulling for
+// topology.HistoryPinnedTTL (it died) the next delivery pins a standby. The
+// pin alone is not exclusive: a replaced writer may still hold a batch, and
+// acknowledgements are not checked against the pin. So a sink that becomes
+// the writer first adds a row to twin_history_writer (the next epoch), then
+// waits until no sink insert runs in the database and reads the watermarks;
+// and every insert copies its rows (sent along as an external table) only
+// if, when the insert starts, the newest row of twin_history_writer is its
+// own sink's, else throwIf fails it whole. An insert of the replaced writer
+// therefore either started before the new writer's row existed, and the new
+// writer waits for it before reading the watermarks, or it writes nothing.
+// A fenced sink drops what it holds (the events stay in JetStream for the
+// writer) and becomes a standby again.
 package clickhouse
 
 import (
@@ -37,6 +56,7 @@ import (
 	"time"
 
 	ch "github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/ext"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -64,9 +84,14 @@ var tableNames = [numTables]string{EventsTable, LeavesTable}
 // ErrNotRunning means Flush was called while Run was not running.
 var ErrNotRunning = errors.New("history sink is not running")
 
-// Config configures the sink. Zero fields take the defaults. Exactly one sink
-// may write to a ClickHouse database at a time: with several twinhub
-// instances on one NATS, run the sink in one of them.
+// ErrReplaced means another sink became the history writer while this one
+// held events: ClickHouse refused this sink's insert (the fence), and the
+// other sink writes those events.
+var ErrReplaced = errors.New("another instance became the history writer")
+
+// Config configures the sink. Zero fields take the defaults. Any number of
+// sinks (one per twinhub instance) may run on one NATS and one ClickHouse
+// database: one at a time writes.
 type Config struct {
 	// BatchEvents flushes a batch holding this many events (default 10,000).
 	BatchEvents int
@@ -78,7 +103,9 @@ type Config struct {
 	FlushInterval time.Duration
 	// FetchSize is the most events asked from JetStream at once (default 5,000).
 	FetchSize int
-	// FetchWait is the longest one fetch waits for events (default 250 ms).
+	// FetchWait is the longest one fetch waits for events (default 250 ms);
+	// it must stay well below topology.HistoryPinnedTTL, or the writer
+	// loses its pin while it waits.
 	FetchWait time.Duration
 	// RetryMin and RetryMax bound the backoff between failed attempts
 	// (default 100 ms and 5 s).
@@ -142,6 +169,10 @@ func (c Config) Validate() error {
 	if c.FetchSize < 1 {
 		errs = append(errs, fmt.Errorf("history fetch size must be positive, got %d", c.FetchSize))
 	}
+	if c.FetchWait <= 0 || c.FetchWait > topology.HistoryPinnedTTL/2 {
+		errs = append(errs, fmt.Errorf("history fetch wait must be between 0 and %s (half the pin TTL), got %s",
+			topology.HistoryPinnedTTL/2, c.FetchWait))
+	}
 	if c.RetryMin <= 0 || c.RetryMax < c.RetryMin {
 		errs = append(errs, fmt.Errorf("history retry backoff must satisfy 0 < min <= max, got %s and %s", c.RetryMin, c.RetryMax))
 	}
@@ -165,10 +196,16 @@ func New(cfg Config, opts *ch.Options, js jetstream.JetStream, reg prometheus.Re
 		log:      cfg.Logger.With("component", "history-sink"),
 		flushReq: make(chan chan error),
 		hook:     func(string) {},
+		consumer: topology.HistoryConsumer,
+		writerID: nuid.Next(), // [A-Za-z0-9]: safe inside the fence's SQL
 	}
 	h := fnv.New32a()
 	h.Write([]byte(opts.Auth.Database))
 	s.queryPrefix = fmt.Sprintf("twinhub-history-%08x-", h.Sum32())
+	s.insertSQL = [numTables]string{
+		fencedInsert(EventsTable, eventColumns, s.writerID),
+		fencedInsert(LeavesTable, leafColumns, s.writerID),
+	}
 	s.m = newMetrics(reg, s)
 	return s, nil
 }
@@ -242,7 +279,8 @@ func (s *Sink) Run(ctx context.Context) error {
 		if len(s.cur.rows) > 0 {
 			wait = min(wait, max(time.Until(s.cur.start.Add(s.cfg.FlushInterval)), 10*time.Millisecond))
 		}
-		mb, err := s.cons.Fetch(s.cfg.FetchSize, jetstream.FetchMaxWait(wait))
+		mb, err := s.cons.Fetch(s.cfg.FetchSize, jetstream.FetchMaxWait(wait),
+			jetstream.FetchPriorityGroup(topology.HistoryPriorityGroup))
 		if err != nil {
 			s.log.Warn("fetching change events failed; retrying", "err", err, "backoff", backoff)
 			sleep(ctx, backoff)
@@ -255,9 +293,18 @@ func (s *Sink) Run(ctx context.Context) error {
 				s.hook("fetched")
 			}
 			n++
-			if s.handle(ctx, msg) != nil {
-				break // ctx ended; the rest is redelivered later
+			if !s.writing && s.become(ctx, msg) != nil {
+				break // ctx ended, or the pin moved on: the writer has these events
 			}
+			if s.handle(ctx, msg) != nil {
+				break // ctx ended or this sink was replaced; the rest is redelivered later
+			}
+		}
+		if err := mb.Error(); errors.Is(err, jetstream.ErrPinIDMismatch) {
+			// The pin moved while this sink did not pull (it was busy, or
+			// stopped): another sink is the writer now.
+			s.stepDown("the pin moved to another instance")
+			continue
 		}
 		if err := mb.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && ctx.Err() == nil {
 			s.log.Warn("fetching change events failed; retrying", "err", err, "backoff", backoff)
@@ -282,8 +329,8 @@ func (s *Sink) start(ctx context.Context) error {
 	if s.stream, err = s.js.Stream(ctx, topology.EventStream); err != nil {
 		return fmt.Errorf("opening stream %s: %w", topology.EventStream, err)
 	}
-	if s.cons, err = s.stream.Consumer(ctx, topology.HistoryConsumer); err != nil {
-		return fmt.Errorf("opening consumer %s: %w", topology.HistoryConsumer, err)
+	if s.cons, err = s.stream.Consumer(ctx, s.consumer); err != nil {
+		return fmt.Errorf("opening consumer %s: %w", s.consumer, err)
 	}
 	s.needResolve = true
 	return s.resolveNext(ctx)
@@ -303,12 +350,80 @@ func (s *Sink) shutdown(cancelWrites context.CancelFunc) {
 		<-s.inflight // returns at once now
 		s.inflight = nil
 	}
-	if err != nil {
+	if err != nil && !errors.Is(err, ErrReplaced) {
 		s.log.Warn("history sink stopped with events not yet in ClickHouse; they stay in JetStream and are written at the next start",
 			"held_events", held, "err", err)
 	}
 	s.ackCommitted()
+	if s.writing {
+		s.handOver(ctx)
+	}
 	s.log.Info("history sink stopped", "committed_seq", s.Committed())
+}
+
+// become makes this sink the writer when it receives events, which the
+// server sends to the pinned sink only: it adds its row to the writer fence,
+// so that no insert of an earlier writer can land after the next step, then
+// reads the watermarks. An error means ctx ended or msg came from a pin that
+// has moved on since.
+func (s *Sink) become(ctx context.Context, msg jetstream.Msg) error {
+	pin := ""
+	if h := msg.Headers(); h != nil {
+		pin = h.Get("Nats-Pin-Id")
+	}
+	if pin != "" {
+		info, err := s.cons.Info(ctx)
+		if err == nil && len(info.PriorityGroups) > 0 && info.PriorityGroups[0].PinnedClientID != pin {
+			return errors.New("the pin moved on")
+		}
+	}
+	if err := s.wait(ctx); err != nil && !errors.Is(err, ErrReplaced) {
+		return err
+	}
+	if err := s.retry(ctx, "becoming the history writer", func(ctx context.Context) error {
+		return s.conn.Exec(ctx, acquireWriter(s.writerID))
+	}); err != nil {
+		return err
+	}
+	s.needResolve = true
+	if err := s.retry(ctx, "reading the history watermark", s.resolveNext); err != nil {
+		return err
+	}
+	s.writing, s.pinID = true, pin
+	s.writer.Store(true)
+	s.m.writerChanges.Inc()
+	s.log.Info("this instance is now the history writer", "writer", s.writerID, "committed_seq", s.Committed())
+	return nil
+}
+
+// stepDown makes this sink a standby after it learnt that another one is
+// the writer. What it holds is dropped: the events stay in JetStream, and
+// the writer reads them from there. A write in flight finishes, or the
+// fence refuses it.
+func (s *Sink) stepDown(reason string) {
+	if s.writing {
+		s.log.Info("this instance stopped being the history writer", "writer", s.writerID, "reason", reason,
+			"committed_seq", s.Committed())
+	}
+	s.writing, s.pinID = false, ""
+	s.writer.Store(false)
+	s.cur = batch{}
+	s.next = 0 // becoming the writer again reads the watermark first
+	s.ack = nil
+	s.needResolve = true
+}
+
+// handOver releases the pin at shutdown, so that a standby takes over at
+// once instead of after topology.HistoryPinnedTTL.
+func (s *Sink) handOver(ctx context.Context) {
+	info, err := s.cons.Info(ctx)
+	if err == nil && len(info.PriorityGroups) > 0 && info.PriorityGroups[0].PinnedClientID == s.pinID && s.pinID != "" {
+		err = s.stream.UnpinConsumer(ctx, s.consumer, topology.HistoryPriorityGroup)
+	}
+	if err != nil {
+		s.log.Debug("releasing the history pin failed; a standby takes over when it expires", "err", err)
+	}
+	s.stepDown("shutting down")
 }
 
 // handle adds one delivered event to the batch, in sequence order.
@@ -493,6 +608,10 @@ func (s *Sink) wait(ctx context.Context) error {
 		select {
 		case err := <-s.inflight:
 			s.inflight = nil
+			if errors.Is(err, ErrReplaced) {
+				s.stepDown("another instance became the writer (ClickHouse refused this one's insert)")
+				return err
+			}
 			if err != nil {
 				s.stopped = err
 			}
@@ -513,6 +632,10 @@ func (s *Sink) write(ctx context.Context, b *batch) error {
 		err := s.resolve(ctx, b)
 		if err == nil {
 			err = s.insertBatch(ctx, b)
+		}
+		if isFenced(err) {
+			s.m.fenced.Inc()
+			return ErrReplaced
 		}
 		if err != nil {
 			s.needResolve = true
@@ -603,18 +726,16 @@ func (s *Sink) insertBatch(ctx context.Context, b *batch) error {
 
 func monthOf(t time.Time) int { return t.Year()*100 + int(t.Month()) }
 
-// insert writes rows to table t as one insert and returns the row count.
+// insert writes rows to table t as one fenced insert (see fencedInsert)
+// and returns the row count.
 func (s *Sink) insert(ctx context.Context, t int, rows []eventRow, ingest time.Time) (int, error) {
-	id := s.queryPrefix + strings.ToLower(nuid.Next())
-	ctx, cancel := context.WithTimeout(ch.Context(ctx, ch.WithQueryID(id)), s.cfg.InsertTimeout)
-	defer cancel()
 	var n int
-	var send func(driver.Batch) error
-	var query string
+	var tbl *ext.Table
+	var err error
 	switch t {
 	case tableEvents:
-		query, n = insertEvents, len(rows)
-		send = func(b driver.Batch) error { return appendEventColumns(b, rows, ingest) }
+		n = len(rows)
+		tbl, err = eventRowsTable(rows, ingest)
 	case tableLeaves:
 		for _, r := range rows {
 			n += len(r.leaves)
@@ -622,22 +743,25 @@ func (s *Sink) insert(ctx context.Context, t int, rows []eventRow, ingest time.T
 		if n == 0 {
 			return 0, nil
 		}
-		query = insertLeaves
-		send = func(b driver.Batch) error { return appendLeafColumns(b, rows) }
+		tbl, err = leafRowsTable(rows)
 	}
-	b, err := s.conn.PrepareBatch(ctx, query)
 	if err != nil {
 		return n, err
 	}
-	defer b.Close()
-	if err := send(b); err != nil {
-		return n, err
-	}
+	id := s.queryPrefix + strings.ToLower(nuid.Next())
+	ctx, cancel := context.WithTimeout(ch.Context(ctx, ch.WithQueryID(id), ch.WithExternalTable(tbl),
+		// One thread reads the rows in order, so one insert is one part.
+		ch.WithSettings(ch.Settings{"max_threads": 1})), s.cfg.InsertTimeout)
+	defer cancel()
 	s.hook("send:" + tableNames[t])
-	if err := b.Send(); err != nil {
-		return n, err
-	}
-	return n, nil
+	return n, s.conn.Exec(ctx, s.insertSQL[t])
+}
+
+// isFenced reports whether err is ClickHouse refusing an insert because
+// another sink became the writer.
+func isFenced(err error) bool {
+	var ex *ch.Exception
+	return errors.As(err, &ex) && ex.Code == codeFenced
 }
 
 // resolveNext reads the watermarks back (see resolve) for the batch being
@@ -750,6 +874,9 @@ func (s *Sink) retryQuiet(ctx context.Context, f func(context.Context) error, on
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		if errors.Is(err, ErrReplaced) {
+			return err // final: another sink writes these events
+		}
 		onErr(err, backoff)
 		if !sleep(ctx, backoff) {
 			return ctx.Err()
@@ -793,6 +920,11 @@ type Sink struct {
 	// hook is called at named points (tests crash the sink there).
 	hook func(point string)
 
+	consumer  string            // the durable consumer (tests use others)
+	writerID  string            // this sink's name in the writer fence
+	insertSQL [numTables]string // each table's fenced insert
+	writer    atomic.Bool       // this sink is the writer (a metric)
+
 	// Owned by the Run goroutine.
 	stream   jetstream.Stream
 	cons     jetstream.Consumer
@@ -803,6 +935,8 @@ type Sink struct {
 	ackSeq   uint64
 	inflight chan error // the write in flight, nil when none
 	stopped  error      // a write failed because its context ended: write nothing more
+	writing  bool       // this sink holds the pin and its row is the fence's newest
+	pinID    string     // the pin this sink got its events with, while writing
 
 	// Owned by the writer while a write is in flight, else by Run's goroutine.
 	wm          [numTables]uint64 // per table: the highest sequence it holds
