@@ -333,3 +333,89 @@ func TestEnsureRefusedIsNotWaitedFor(t *testing.T) {
 		t.Errorf("the refusal took %s to report", waited)
 	}
 }
+
+// TestEnsurePinsHistoryConsumer: a history consumer as earlier versions
+// made it (no priority group), with events already acknowledged, becomes a
+// pinned priority group at the next Ensure and keeps its place: the next
+// pull through the group gets the first unacknowledged event, carrying a
+// pin, and a pull without the group is refused.
+func TestEnsurePinsHistoryConsumer(t *testing.T) {
+	c := natstest.StartStandalone(t)
+	js, err := jetstream.New(c.Connect())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cfg := Config{Partitions: 1}.WithDefaults()
+	if _, err := js.CreateStream(ctx, streamConfigs(cfg)[1]); err != nil {
+		t.Fatal(err)
+	}
+	var old jetstream.ConsumerConfig
+	for _, c := range consumerConfigs(cfg) {
+		if c.Durable == HistoryConsumer {
+			old = c.ConsumerConfig
+		}
+	}
+	old.PriorityPolicy, old.PriorityGroups, old.PinnedTTL = jetstream.PriorityPolicyNone, nil, 0
+	cons, err := js.CreateConsumer(ctx, EventStream, old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if _, err := js.Publish(ctx, EventSubject("dev"), []byte{byte('0' + i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mb, err := cons.Fetch(2, jetstream.FetchMaxWait(2*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last jetstream.Msg
+	for m := range mb.Messages() {
+		last = m
+	}
+	if last == nil {
+		t.Fatal("the old consumer delivered nothing")
+	}
+	if err := last.DoubleAck(ctx); err != nil { // AckAll: events 1 and 2
+		t.Fatal(err)
+	}
+
+	if err := Ensure(ctx, js, cfg); err != nil {
+		t.Fatal(err)
+	}
+	cons, err = js.Consumer(ctx, EventStream, HistoryConsumer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := cons.CachedInfo()
+	if got.Config.PriorityPolicy != jetstream.PriorityPolicyPinned || len(got.Config.PriorityGroups) != 1 ||
+		got.Config.PriorityGroups[0] != HistoryPriorityGroup || got.Config.PinnedTTL != HistoryPinnedTTL {
+		t.Fatalf("history consumer after Ensure: policy %v, groups %v, pinned TTL %s", got.Config.PriorityPolicy,
+			got.Config.PriorityGroups, got.Config.PinnedTTL)
+	}
+	if got.AckFloor.Stream != 2 {
+		t.Errorf("ack floor after Ensure: %d, want 2 (Ensure must not reset the consumer)", got.AckFloor.Stream)
+	}
+	if mb, err := cons.Fetch(1, jetstream.FetchMaxWait(time.Second)); err == nil {
+		for range mb.Messages() {
+			t.Error("a pull without the priority group got an event")
+		}
+	}
+	mb, err = cons.Fetch(5, jetstream.FetchMaxWait(2*time.Second), jetstream.FetchPriorityGroup(HistoryPriorityGroup))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seqs []uint64
+	for m := range mb.Messages() {
+		md, _ := m.Metadata()
+		seqs = append(seqs, md.Sequence.Stream)
+		if m.Headers().Get("Nats-Pin-Id") == "" {
+			t.Errorf("event %d came without a pin", md.Sequence.Stream)
+		}
+	}
+	if len(seqs) != 1 || seqs[0] != 3 {
+		t.Errorf("first pull through the group after Ensure got events %v, want [3]", seqs)
+	}
+}
