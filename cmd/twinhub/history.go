@@ -34,7 +34,7 @@ func historyFlags(fs *envFlags) func() historyConfig {
 	local := fs.String("clickhouse-local", "off", "without --clickhouse-url: on starts the installed clickhouse-server with its data in <data-dir>/clickhouse, "+
 		"auto does so when one is installed, off keeps history off")
 	localAddr := fs.String("clickhouse-local-addr", "127.0.0.1:19000", "native-protocol address of the local ClickHouse server (port 0: a free one)")
-	sink := fs.Bool("history-sink", true, "write change events to ClickHouse; with several instances on one NATS, exactly one may")
+	sink := fs.Bool("history-sink", true, "write change events to ClickHouse; every instance on one NATS may: one at a time writes, the others take over when it stops")
 	batch := fs.Int("history-batch", 10_000, "change events per ClickHouse insert (at most; a batch is also written after 1s)")
 	return func() historyConfig {
 		return historyConfig{url: *url, local: *local, localAddr: *localAddr, sink: *sink, batch: *batch}
@@ -125,7 +125,7 @@ func startHistory(ctx context.Context, c historyConfig, dataDir string, js jetst
 			return historyParts{close: func() {}}, err
 		}
 	} else {
-		log.Info("the history sink is off here (--history-sink=false): another instance writes the history")
+		log.Info("the history sink is off here (--history-sink=false): this instance never writes the history")
 	}
 	log.Info("twin history on", "clickhouse", opts.Addr, "database", opts.Auth.Database, "sink", c.sink)
 	return parts, nil

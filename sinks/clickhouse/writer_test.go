@@ -137,3 +137,43 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestTakeoverAfterWriterKilled kills the writing sink (a child process)
+// with SIGKILL while events keep arriving: the standby becomes the writer
+// once the dead writer's pin expires (topology.HistoryPinnedTTL after its
+// last pull), writes what the dead one held and everything after, and
+// ClickHouse holds every event exactly once. The takeover times are logged.
+func TestTakeoverAfterWriterKilled(t *testing.T) {
+	e := newEnv(t, "")
+	g := newGen(60, 13)
+	writer := startChild(t, e, "", 0)
+	e.publish(g, 200)
+	e.waitInClickHouse(60 * time.Second) // the child is the writer
+
+	reg := prometheus.NewRegistry()
+	run(t, e.sink(Config{FlushInterval: 100 * time.Millisecond}, reg))
+	stop := make(chan struct{})
+	published := e.publishAt(g, 1000, stop)
+	before := e.lastSeq()
+	waitFor(t, 30*time.Second, "the child to write events published with the standby running", func() bool {
+		var got uint64
+		e.conn.QueryRow(context.Background(), "SELECT max(stream_seq) FROM "+EventsTable).Scan(&got)
+		return got > before
+	})
+	if metric(t, reg, "twinhub_history_writer") != 0 {
+		t.Fatal("the standby reports itself as the writer while the child writes")
+	}
+
+	writer.cmd.Process.Kill()
+	<-writer.exited
+	killed := time.Now()
+	waitFor(t, 30*time.Second, "the standby to become the writer", func() bool { return metric(t, reg, "twinhub_history_writer") == 1 })
+	became := time.Since(killed)
+	waitFor(t, 30*time.Second, "the standby to write", func() bool { return metric(t, reg, "twinhub_history_events_written_total") > 0 })
+	t.Logf("after SIGKILL of the writer the standby became the writer in %s and wrote its first rows after %s (pin TTL %s)",
+		became.Round(time.Millisecond), time.Since(killed).Round(time.Millisecond), topology.HistoryPinnedTTL)
+	close(stop)
+	<-published
+	e.waitInClickHouse(60 * time.Second)
+	e.verifyExactlyOnce()
+}
