@@ -80,9 +80,9 @@ func newMetrics(reg prometheus.Registerer, s *Sink) *metrics {
 	}
 	reg.MustRegister(&lagCollector{s: s,
 		events: prometheus.NewDesc("twinhub_history_lag_events",
-			"Change events in JetStream not yet in ClickHouse.", nil, nil),
+			"Change events in JetStream not yet in ClickHouse (reported by the writing instance only).", nil, nil),
 		age: prometheus.NewDesc("twinhub_history_lag_seconds",
-			"Age of the oldest change event not yet in ClickHouse (0 when none).", nil, nil),
+			"Age of the oldest change event not yet in ClickHouse (0 when none; reported by the writing instance only).", nil, nil),
 	})
 	return m
 }
@@ -100,8 +100,11 @@ func (c *lagCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *lagCollector) Collect(ch chan<- prometheus.Metric) {
-	if !c.s.ready.Load() {
-		return // the watermark is not known yet
+	if !c.s.ready.Load() || !c.s.writer.Load() {
+		// The watermark is not known yet, or this sink is a standby, whose
+		// watermark is as old as its last term as the writer: the writer
+		// reports the lag.
+		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()

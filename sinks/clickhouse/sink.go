@@ -303,7 +303,7 @@ func (s *Sink) Run(ctx context.Context) error {
 		if err := mb.Error(); errors.Is(err, jetstream.ErrPinIDMismatch) {
 			// The pin moved while this sink did not pull (it was busy, or
 			// stopped): another sink is the writer now.
-			s.stepDown("the pin moved to another instance")
+			s.stepDown("the pin expired or moved to another instance")
 			continue
 		}
 		if err := mb.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && ctx.Err() == nil {
