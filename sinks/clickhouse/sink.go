@@ -272,7 +272,7 @@ func (s *Sink) Run(ctx context.Context) error {
 		}
 		if len(s.cur.rows) > 0 && time.Since(s.cur.start) >= s.cfg.FlushInterval {
 			if s.handoff(ctx, "age") != nil {
-				continue // ctx ended
+				continue // ctx ended, or another sink became the writer
 			}
 		}
 		wait := s.cfg.FetchWait
