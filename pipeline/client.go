@@ -100,7 +100,7 @@ func (c *Client) Submit(ctx context.Context, cmd Command) (*Pending, error) {
 	c.waiters[cmd.ID] = p.ch
 	c.mu.Unlock()
 	msg := cmd.Msg(topology.CommandSubject(cmd.DeviceID, c.partitions), c.inbox+"."+cmd.ID)
-	if _, err := c.js.PublishMsg(ctx, msg, jetstream.WithMsgID(cmd.ID), jetstream.WithExpectStream(topology.CommandStream)); err != nil {
+	if err := c.store(ctx, msg, cmd.ID); err != nil {
 		p.forget()
 		return nil, fmt.Errorf("storing %s command for %s: %w", cmd.Kind, cmd.DeviceID, err)
 	}
@@ -131,7 +131,7 @@ func (c *Client) SubmitThen(ctx context.Context, cmd Command, done func(Result, 
 	c.callbacks[id] = cb
 	c.mu.Unlock()
 	msg := cmd.Msg(topology.CommandSubject(cmd.DeviceID, c.partitions), c.inbox+"."+id)
-	if _, err := c.js.PublishMsg(ctx, msg, jetstream.WithMsgID(id), jetstream.WithExpectStream(topology.CommandStream)); err != nil {
+	if err := c.store(ctx, msg, id); err != nil {
 		if c.takeCallback(id) == nil {
 			return nil // the timer fired already and told done
 		}
@@ -140,6 +140,67 @@ func (c *Client) SubmitThen(ctx context.Context, cmd Command, done func(Result, 
 	}
 	return nil
 }
+
+// Publish retries: each attempt waits at most attemptTimeout for JetStream's
+// acknowledgement; between attempts the wait grows from retryWaitMin to
+// retryWaitMax.
+const (
+	attemptTimeout = 2 * time.Second
+	retryWaitMin   = 100 * time.Millisecond
+	retryWaitMax   = time.Second
+)
+
+// store publishes a command to the command stream and returns once
+// JetStream has acknowledged it. While the stream cannot answer (its leader
+// died and the replicas elect another, which takes NATS 4–9 s, or the
+// client reconnects to another server) it retries with the same
+// Nats-Msg-Id, so a command that was stored after all is stored once: the
+// retry comes back as a duplicate, which is success. It gives up when ctx
+// ends or half the client's timeout has passed, so the caller still has
+// time to wait for the result.
+func (c *Client) store(ctx context.Context, msg *nats.Msg, id string) error {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout/2)
+	defer cancel()
+	wait := retryWaitMin
+	for {
+		actx, acancel := context.WithTimeout(ctx, attemptTimeout)
+		_, err := c.js.PublishMsg(actx, msg, jetstream.WithMsgID(id), jetstream.WithExpectStream(topology.CommandStream))
+		acancel()
+		if err == nil {
+			return nil
+		}
+		if !retryablePublish(err) || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, retryWaitMax)
+	}
+}
+
+// retryablePublish reports whether a publish that failed with err may
+// succeed when retried with the same Nats-Msg-Id: the stream had no leader
+// (no responders), the outcome is unknown (no answer in time), the cluster
+// is temporarily unavailable, or a retry met its original still in flight.
+func retryablePublish(err error) bool {
+	var apiErr *jetstream.APIError
+	switch {
+	case errors.Is(err, jetstream.ErrNoStreamResponse), errors.Is(err, nats.ErrNoResponders),
+		errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
+		return true
+	case errors.As(err, &apiErr):
+		return apiErr.Code == 503 || apiErr.ErrorCode == jsErrCodeDuplicateMessageInProcess
+	}
+	return false
+}
+
+// jsErrCodeDuplicateMessageInProcess is JetStream's answer to a publish
+// whose Nats-Msg-Id is still being proposed (nats-server's
+// JSStreamDuplicateMessageConflict, 409): retry shortly.
+const jsErrCodeDuplicateMessageInProcess jetstream.ErrorCode = 10158
 
 func (c *Client) takeCallback(id string) *callback {
 	c.mu.Lock()

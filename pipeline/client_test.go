@@ -120,3 +120,72 @@ func TestRegistryNotices(t *testing.T) {
 	default:
 	}
 }
+
+// TestSubmitRetriesWhileTheStreamCannotAnswer: a command submitted while no
+// server answers for the command stream (as during a leader election after
+// a node's loss, when nats.go's own retries give up after half a second
+// with ErrNoStreamResponse) is retried with its Nats-Msg-Id until the
+// stream answers, and is then stored once.
+func TestSubmitRetriesWhileTheStreamCannotAnswer(t *testing.T) {
+	ns, err := embedded.StartNATS(embedded.NATSConfig{Addr: "127.0.0.1:-1", StoreDir: t.TempDir(), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Shutdown()
+	nc, err := ns.Connect("test-retry")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	client, err := pipeline.NewClient(nc, 1, 20*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	// The streams appear 1.5 s after the submission: three times as long as
+	// nats.go retries by itself.
+	provisioned := make(chan error, 1)
+	time.AfterFunc(1500*time.Millisecond, func() { provisioned <- topology.Ensure(ctx, js, topology.Config{Partitions: 1}) })
+	start := time.Now()
+	_, err = client.Submit(ctx, pipeline.Command{ID: "retried-1", Kind: pipeline.KindCreateDevice, DeviceID: "r"})
+	if perr := <-provisioned; perr != nil {
+		t.Fatal(perr)
+	}
+	if err != nil {
+		t.Fatalf("Submit while the stream could not answer: %v", err)
+	}
+	t.Logf("stored after %s", time.Since(start).Round(time.Millisecond))
+	s, err := js.Stream(ctx, topology.CommandStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := s.Info(ctx); err != nil || info.State.Msgs != 1 {
+		t.Fatalf("the command stream holds %v messages (%v), want 1", info.State.Msgs, err)
+	}
+}
+
+// TestRetryablePublish: which publish failures are retried with the same
+// Nats-Msg-Id (those where the stream may answer later) and which are not.
+func TestRetryablePublish(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{jetstream.ErrNoStreamResponse, true},
+		{nats.ErrNoResponders, true},
+		{context.DeadlineExceeded, true},
+		{nats.ErrTimeout, true},
+		{&jetstream.APIError{Code: 503, ErrorCode: 10008, Description: "JetStream system temporarily unavailable"}, true},
+		{&jetstream.APIError{Code: 409, ErrorCode: 10158, Description: "duplicate message id is in process"}, true},
+		{&jetstream.APIError{Code: 400, ErrorCode: 10060, Description: "expected stream does not match"}, false},
+		{jetstream.ErrStreamNotFound, false},
+		{nats.ErrMaxPayload, false},
+		{context.Canceled, false},
+		{errors.New("something else"), false},
+	} {
+		if got := pipeline.RetryablePublish(tc.err); got != tc.want {
+			t.Errorf("retryable(%v) = %t, want %t", tc.err, got, tc.want)
+		}
+	}
+}
