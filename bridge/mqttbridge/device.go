@@ -37,7 +37,14 @@ type response struct {
 	status  int
 	version int64
 	body    []byte
+	err     error // ErrConnectionLost: no response will come
 }
+
+// ErrConnectionLost means the device's connection to the broker dropped
+// while a request waited for its response. The response will not come (a
+// clean session forgets it); the request may or may not have been applied,
+// so a device reads its twin after it reconnects.
+var ErrConnectionLost = errors.New("the connection to the hub dropped before the response came; the request may or may not have been applied (GET the twin after reconnecting)")
 
 // DeviceError is an error response from the hub.
 type DeviceError struct {
@@ -73,7 +80,8 @@ func DialDevice(ctx context.Context, brokerURL, deviceID string, o DeviceOptions
 	opts := paho.NewClientOptions().AddBroker(brokerURL).SetClientID(o.ClientID).
 		SetUsername(o.Username).SetPassword(o.Password).
 		SetCleanSession(true).SetAutoReconnect(true).SetConnectRetry(false).
-		SetOrderMatters(false).SetKeepAlive(30 * time.Second)
+		SetOrderMatters(false).SetKeepAlive(30 * time.Second).
+		SetConnectionLostHandler(func(paho.Client, error) { d.failWaiters() })
 	// subscribed reports the first connect's subscriptions to DialDevice.
 	subscribed := make(chan error, 1)
 	opts.SetOnConnectHandler(func(c paho.Client) {
@@ -134,6 +142,21 @@ func (d *DeviceClient) onResponse(_ paho.Client, m paho.Message) {
 	}
 }
 
+// failWaiters ends every request waiting for a response with
+// ErrConnectionLost.
+func (d *DeviceClient) failWaiters() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for rid, ch := range d.waiters {
+		delete(d.waiters, rid)
+		ch <- response{err: ErrConnectionLost} // buffered, and removed from the map before any other send
+	}
+}
+
+// Connected reports whether the device is connected to the broker now
+// (false while its client reconnects).
+func (d *DeviceClient) Connected() bool { return d.c.IsConnectionOpen() }
+
 func (d *DeviceClient) onDesired(_ paho.Client, m paho.Message) {
 	_, query, _ := strings.Cut(m.Topic(), "?")
 	q, _ := url.ParseQuery(query)
@@ -159,20 +182,38 @@ func (d *DeviceClient) Request(ctx context.Context, topic, rid string, payload [
 		delete(d.waiters, rid)
 		d.mu.Unlock()
 	}()
-	if err := waitToken(ctx, d.c.Publish(topic, qos, false, payload)); err != nil {
-		return 0, 0, nil, fmt.Errorf("publishing %s: %w", topic, err)
-	}
-	select {
-	case r := <-ch:
-		if r.status >= 300 {
-			e := &DeviceError{Status: r.status}
-			_ = json.Unmarshal(r.body, e)
-			return r.status, r.version, r.body, e
+	// The response may come without the broker's PUBACK: a hub that could
+	// not store the request answers 503 and leaves the publish
+	// unacknowledged, so only a failed publish ends the wait early.
+	tok := d.c.Publish(topic, qos, false, payload)
+	published := tok.Done()
+	for {
+		select {
+		case <-published:
+			if err := tok.Error(); err != nil {
+				return 0, 0, nil, fmt.Errorf("publishing %s: %w", topic, err)
+			}
+			published = nil
+			continue
+		case r := <-ch:
+			return r.result(topic)
+		case <-ctx.Done():
+			return 0, 0, nil, fmt.Errorf("waiting for the hub's response to %s: %w", topic, ctx.Err())
 		}
-		return r.status, r.version, r.body, nil
-	case <-ctx.Done():
-		return 0, 0, nil, fmt.Errorf("waiting for the hub's response to %s: %w", topic, ctx.Err())
 	}
+}
+
+// result turns a response into Request's results.
+func (r response) result(topic string) (status int, version int64, body []byte, err error) {
+	switch {
+	case r.err != nil:
+		return 0, 0, nil, fmt.Errorf("waiting for the hub's response to %s: %w", topic, r.err)
+	case r.status >= 300:
+		e := &DeviceError{Status: r.status}
+		_ = json.Unmarshal(r.body, e)
+		return r.status, r.version, r.body, e
+	}
+	return r.status, r.version, r.body, nil
 }
 
 // GetTwin reads the device's twin: {"desired":{…},"reported":{…}}.
