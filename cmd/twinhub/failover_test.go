@@ -165,6 +165,9 @@ type failoverLoad struct {
 
 	mu   sync.Mutex
 	acks []time.Time // when each acknowledged change was acknowledged
+	// deviceAcks[i] is when device i's reports were acknowledged in the
+	// current step.
+	deviceAcks [failoverDevices][]time.Time
 	// reported[i][seq] is the reported $version device i got with its 204.
 	reported []map[int]int64
 	// patched[device][h] is the twin version an HTTP patch got with its 200.
@@ -208,6 +211,37 @@ func (l *failoverLoad) acksAfter(t0 time.Time) (int, time.Time) {
 	return n, first
 }
 
+// devicesAckedAfter counts the devices with a report acknowledged after t0.
+func (l *failoverLoad) devicesAckedAfter(t0 time.Time) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, acks := range l.deviceAcks {
+		if len(acks) > 0 && acks[len(acks)-1].After(t0) {
+			n++
+		}
+	}
+	return n
+}
+
+// longestDeviceWait is the longest a device waited, from t0 on, between two
+// acknowledgements of its reports (or from t0 to its first one).
+func (l *failoverLoad) longestDeviceWait(t0 time.Time) time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var longest time.Duration
+	for _, acks := range l.deviceAcks {
+		prev := t0
+		for _, at := range acks {
+			if at.After(prev) {
+				longest = max(longest, at.Sub(prev))
+				prev = at
+			}
+		}
+	}
+	return longest
+}
+
 // longestGap is the longest stretch between from and to without an
 // acknowledgement, and where it began.
 func (l *failoverLoad) longestGap(from, to time.Time) (time.Duration, time.Time) {
@@ -238,6 +272,7 @@ func (l *failoverLoad) step(name string, fault func()) {
 	t.Helper()
 	l.mu.Lock()
 	l.errs = map[string]int{}
+	l.deviceAcks = [failoverDevices][]time.Time{}
 	l.mu.Unlock()
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -265,13 +300,13 @@ func (l *failoverLoad) step(name string, fault func()) {
 		fault()
 	}
 	faultDone := time.Now()
-	// The sanity bound: changes are acknowledged again within a minute of
-	// the fault, and the load then runs on for two seconds.
-	waitFor(t, 60*time.Second, "acknowledged changes after the "+name, func() bool {
-		n, _ := l.acksAfter(faultDone)
-		return n >= 50
+	// The sanity bound: every device's reports are acknowledged again
+	// within a minute of the fault, and the load then runs on for two
+	// seconds.
+	waitFor(t, 60*time.Second, "every device's reports to be acknowledged after the "+name, func() bool {
+		return l.devicesAckedAfter(faultDone) == failoverDevices
 	})
-	_, resumed := l.acksAfter(faultDone)
+	resumed := time.Now()
 	waitFor(t, 30*time.Second, "two seconds of load after the "+name, func() bool {
 		return time.Since(resumed) > 2*time.Second
 	})
@@ -293,9 +328,9 @@ func (l *failoverLoad) step(name string, fault func()) {
 		}
 	}
 	t.Logf("%s: %d changes acknowledged in %s; longest stretch without an acknowledged change %s, from %s after the fault began "+
-		"(the fault itself took %s); failed attempts %s",
+		"(the fault itself took %s); longest wait of one device for its next acknowledgement %s; failed attempts %s",
 		name, n, end.Sub(start).Round(time.Millisecond), gap.Round(time.Millisecond), gapAt.Sub(faultAt).Round(time.Millisecond),
-		faultDone.Sub(faultAt).Round(time.Millisecond), errs)
+		faultDone.Sub(faultAt).Round(time.Millisecond), l.longestDeviceWait(faultAt).Round(time.Millisecond), errs)
 }
 
 // device is one device's closed loop: connect to its home instance (or the
@@ -334,6 +369,7 @@ func (l *failoverLoad) device(ctx context.Context, i int) {
 		if err == nil {
 			at := time.Now()
 			l.mu.Lock()
+			l.deviceAcks[i] = append(l.deviceAcks[i], at)
 			l.reported[i][seq] = v
 			l.ack(at)
 			l.mu.Unlock()
