@@ -20,6 +20,7 @@ type processorMetrics struct {
 	eventGaps    prometheus.Counter
 	casConflicts prometheus.Counter
 	batchSize    prometheus.Histogram
+	owned        prometheus.Gauge
 }
 
 func newProcessorMetrics(reg prometheus.Registerer, js jetstream.JetStream, partitions int) *processorMetrics {
@@ -55,6 +56,10 @@ func newProcessorMetrics(reg prometheus.Registerer, js jetstream.JetStream, part
 			Namespace: "twinhub", Subsystem: "pipeline", Name: "batch_commands",
 			Help:    "Commands applied together in one batch (at most one per partition).",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 11),
+		}),
+		owned: f.NewGauge(prometheus.GaugeOpts{
+			Namespace: "twinhub", Subsystem: "pipeline", Name: "partitions_owned",
+			Help: "Command partitions this instance owns: JetStream delivers their commands to it alone.",
 		}),
 	}
 	for _, k := range []Kind{KindDeviceGet, KindPatchReported, KindPatchTwin, KindReplaceTwin, KindCreateDevice, KindUpdateDevice, KindDeleteDevice, KindConnection} {

@@ -29,10 +29,46 @@ type hub struct {
 	client *pipeline.Client
 	store  *pipeline.Store
 	reg    *prometheus.Registry
+	proc   *pipeline.Processor // nil for startBare
 	stop   func()
+	// log, nc and subConn are what startHub gives its processor.
+	log         *slog.Logger
+	nc, subConn *nats.Conn
 }
 
 func startHub(t *testing.T, dir string, topo topology.Config) *hub {
+	t.Helper()
+	h := startBare(t, dir, topo)
+	proc, err := pipeline.NewProcessor(context.Background(), pipeline.ProcessorConfig{Topology: topo, Logger: h.log}, h.nc, h.subConn, h.reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	// Runs until the cleanup cancels pctx.
+	go func() { done <- proc.Run(pctx) }()
+	<-proc.Running()
+	h.proc = proc
+	stopped := false
+	shutdown := h.stop
+	h.stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("processor: %v", err)
+		}
+		shutdown()
+	}
+	t.Cleanup(h.stop)
+	return h
+}
+
+// startBare starts NATS with the topology, a store and a client, and no
+// processor.
+func startBare(t *testing.T, dir string, topo topology.Config) *hub {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	if testing.Verbose() {
@@ -63,26 +99,13 @@ func startHub(t *testing.T, dir string, topo topology.Config) *hub {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg := prometheus.NewRegistry()
-	proc, err := pipeline.NewProcessor(ctx, pipeline.ProcessorConfig{Topology: topo, Logger: log}, nc, subConn, reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- proc.Run(pctx) }()
-	<-proc.Running()
-	h := &hub{ns: ns, js: js, client: client, store: store, reg: reg}
+	h := &hub{ns: ns, js: js, client: client, store: store, reg: prometheus.NewRegistry(), log: log, nc: nc, subConn: subConn}
 	stopped := false
 	h.stop = func() {
 		if stopped {
 			return
 		}
 		stopped = true
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("processor: %v", err)
-		}
 		client.Close()
 		nc.Close()
 		ns.Shutdown()
@@ -324,10 +347,11 @@ func histogramSumCount(t *testing.T, reg *prometheus.Registry, name string) (sum
 }
 
 // TestTwoProcessorsShareThePartitions runs a second processor on the same
-// NATS, as a second instance would: the partitions' commands go to either,
-// so each one's record cache goes stale under the other's writes and its
-// batches meet event-sequence and record conflicts. Every device's patches
-// must still be applied once each, in order, and both must have worked.
+// NATS, as a second instance would: the first hands half the partitions
+// over, so the partitions' commands go to either, and each one's record
+// cache goes stale under the other's writes (a partition applied by one,
+// then by the other). Every device's patches must still be applied once
+// each, in order, and both must have worked.
 func TestTwoProcessorsShareThePartitions(t *testing.T) {
 	h := startHub(t, t.TempDir(), topology.Config{Partitions: 4})
 	nc, err := h.ns.Connect("second")
@@ -353,6 +377,17 @@ func TestTwoProcessorsShareThePartitions(t *testing.T) {
 		nc.Close()
 	}()
 	<-proc2.Running()
+	// The first owns every partition that had a command; it hands the
+	// surplus over as soon as it hears of the second.
+	for i := 0; len(h.proc.Owned()) < 4; i++ {
+		h.do(t, pipeline.Command{Kind: pipeline.KindCreateDevice, DeviceID: fmt.Sprintf("w%d", i)})
+	}
+	for deadline := time.Now().Add(10 * time.Second); len(h.proc.Owned()) > 2; {
+		if time.Now().After(deadline) {
+			t.Fatalf("the first processor still owns partitions %v with a second one running", h.proc.Owned())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 
 	patchAllAtOnce(t, h, "s", 8, 40)
 	_, second := histogramSumCount(t, reg2, "twinhub_pipeline_batch_commands")

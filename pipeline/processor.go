@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
-	wmjs "github.com/ThreeDotsLabs/watermill-nats/v2/pkg/jetstream"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -63,7 +62,10 @@ func (c *ProcessorConfig) defaults() {
 
 // Processor applies commands to twin records. It runs one Watermill handler
 // per command partition; each handler holds one command at a time, so the
-// commands of a device are applied in the order they were stored. The
+// commands of a device are applied in the order they were stored. Of
+// several instances on one NATS, each partition is processed by one at a
+// time, its owner, and partitions move when an instance stops or dies (see
+// ownership.go and Owned). The
 // handlers hand their commands to one batch loop, which applies the
 // commands of all partitions that are waiting together (see runBatches).
 //
@@ -84,6 +86,8 @@ type Processor struct {
 	log     *slog.Logger
 	metrics *processorMetrics
 	cache   *recordCache
+	// parts pulls the command partitions and knows which this instance owns.
+	parts *partitionSubscriber
 	// jobs carries commands from the partition handlers to the batch loop;
 	// batchesDone is closed when the loop has stopped.
 	jobs        chan *job
@@ -91,7 +95,8 @@ type Processor struct {
 }
 
 // NewProcessor builds the processor. nc carries replies and events; subConn
-// is dedicated to the Watermill subscriber, which drains it on close.
+// is dedicated to pulling the command partitions (and to the processors'
+// presence), and is drained when the processor stops.
 func NewProcessor(ctx context.Context, cfg ProcessorConfig, nc, subConn *nats.Conn, reg prometheus.Registerer) (*Processor, error) {
 	cfg.defaults()
 	if err := cfg.Topology.Validate(); err != nil {
@@ -118,44 +123,35 @@ func NewProcessor(ctx context.Context, cfg ProcessorConfig, nc, subConn *nats.Co
 	if err != nil {
 		return nil, err
 	}
-	sub, err := wmjs.NewSubscriber(wmjs.SubscriberConfig{
-		Conn:   subConn,
-		Logger: wlog,
-		// Stop waiting on a handler a little before JetStream redelivers.
-		AckWaitTimeout:      cfg.Topology.AckWait - cfg.Topology.AckWait/10,
-		ResourceInitializer: partitionConsumer,
-		NakDelay:            wmjs.NewStaticDelay(500 * time.Millisecond),
-		// Short pulls (heartbeat every 2 s) notice within about 4 s that
-		// JetStream restarted and forgot them (the store watcher restarts it
-		// after a disk-full write error); the default 30 s pulls took 30 s.
-		ConsumeOptions: []jetstream.PullConsumeOpt{jetstream.PullMaxMessages(1), jetstream.PullExpiry(4 * time.Second)},
-		// A plain ack: a lost ack means a redelivery, which the record's
-		// list of applied commands answers without applying it again.
-		AckAsync:    true,
-		Unmarshaler: headerUnmarshaler{},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("creating command subscriber: %w", err)
-	}
 	p := &Processor{cfg: cfg, js: js, nc: nc, store: store, events: events, router: router, log: log,
 		jobs: make(chan *job, cfg.Topology.Partitions), batchesDone: make(chan struct{})}
 	if cfg.CacheSize > 0 {
 		p.cache = newRecordCache(cfg.CacheSize)
 	}
 	p.metrics = newProcessorMetrics(reg, js, cfg.Topology.Partitions)
+	p.parts, err = newPartitionSubscriber(ctx, subConn, cfg.Topology, log, cfg.CloseTimeout, func(_ int, owned bool) {
+		if owned {
+			p.metrics.owned.Inc()
+		} else {
+			p.metrics.owned.Dec()
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
 	for i := 0; i < cfg.Topology.Partitions; i++ {
-		// The topic is the consumer name; partitionConsumer binds to it.
-		router.AddConsumerHandler(topology.ConsumerName(i), topology.ConsumerName(i), sub, p.handle)
+		// The topic is the consumer name.
+		router.AddConsumerHandler(topology.ConsumerName(i), topology.ConsumerName(i), p.parts, p.handle)
 	}
 	return p, nil
 }
 
-// partitionConsumer binds a subscription to the durable partition consumer
-// that topology.Ensure created; the topic is the consumer's name.
-func partitionConsumer(ctx context.Context, js jetstream.JetStream, topic string) (jetstream.Consumer, func(context.Context, watermill.LoggerAdapter), error) {
-	c, err := js.Consumer(ctx, topology.CommandStream, topic)
-	return c, nil, err
-}
+// Owned lists the command partitions this instance owns, in order: those
+// whose commands JetStream delivers to it alone (see ownership.go). A
+// partition without commands since its owner stopped has no owner until its
+// next command. Ownership moves while the processor runs; the list is a
+// snapshot.
+func (p *Processor) Owned() []int { return p.parts.Owned() }
 
 // Run processes commands until ctx ends, then lets the commands in flight
 // finish (up to CloseTimeout) and returns.
@@ -174,8 +170,16 @@ func (p *Processor) Run(ctx context.Context) error {
 	errc := make(chan error, 1)
 	// Exits when the router is closed below.
 	go func() { errc <- p.router.Run(context.WithoutCancel(ctx)) }()
+	presence := make(chan error, 1)
+	// Exits when ctx ends, after saying goodbye to the other instances.
+	go func() { presence <- p.parts.runPresence(ctx) }()
 	select {
 	case <-ctx.Done():
+		<-presence
+	case err := <-presence:
+		p.router.Close()
+		<-errc
+		return fmt.Errorf("announcing the twin processor to the other instances: %w", err)
 	case err := <-errc:
 		return fmt.Errorf("twin processor stopped: %w", err)
 	}

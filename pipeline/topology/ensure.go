@@ -231,6 +231,12 @@ func consumerConfigs(cfg Config) []consumer {
 			// applied strictly in the order they were stored, redeliveries included.
 			MaxAckPending: 1,
 			MaxDeliver:    -1,
+			// One instance at a time pulls the partition: the one holding
+			// the pin, until it unpins or stops pulling for PinnedTTL.
+			// Existing consumers are updated to it at start.
+			PriorityPolicy: jetstream.PriorityPolicyPinned,
+			PriorityGroups: []string{PartitionGroup},
+			PinnedTTL:      cfg.PinnedTTL,
 		}})
 	}
 	return cs

@@ -419,3 +419,81 @@ func TestEnsurePinsHistoryConsumer(t *testing.T) {
 		t.Errorf("first pull through the group after Ensure got events %v, want [3]", seqs)
 	}
 }
+
+// TestEnsureMigratesPartitionConsumersToPinned: partition consumers created
+// without a priority policy (as earlier versions made them, with a
+// command delivered and not yet acknowledged) become pinned-client
+// consumers of PartitionGroup with the configured PinnedTTL and AckWait at
+// the next start, keeping their state, and a pull with the group then gets
+// the held command with a pin.
+func TestEnsureMigratesPartitionConsumersToPinned(t *testing.T) {
+	c := natstest.StartStandalone(t)
+	js, err := jetstream.New(c.Connect())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cfg := Config{Partitions: 2}
+	if err := Ensure(ctx, js, cfg); err != nil {
+		t.Fatal(err)
+	}
+	// The consumers as they were before ownership: no priority policy.
+	for p := range 2 {
+		var old consumer
+		for _, c := range consumerConfigs(cfg.WithDefaults()) {
+			if c.Durable == ConsumerName(p) {
+				old = c
+			}
+		}
+		old.PriorityPolicy, old.PriorityGroups, old.PinnedTTL, old.AckWait = jetstream.PriorityPolicyNone, nil, 0, 10*time.Second
+		if err := js.DeleteConsumer(ctx, old.stream, old.Durable); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := js.CreateConsumer(ctx, old.stream, old.ConsumerConfig); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := js.Publish(ctx, CommandSubject("dev-1", 2), []byte("cmd")); err != nil {
+		t.Fatal(err)
+	}
+	part := ConsumerName(Partition("dev-1", 2))
+	cons, err := js.Consumer(ctx, CommandStream, part)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cons.Next(jetstream.FetchMaxWait(2 * time.Second)); err != nil { // held, not acknowledged
+		t.Fatal(err)
+	}
+
+	if err := Ensure(ctx, js, Config{Partitions: 2, PinnedTTL: 6 * time.Second, AckWait: time.Second}); err != nil {
+		t.Fatalf("start after the upgrade: %v", err)
+	}
+	for p := range 2 {
+		cons, err := js.Consumer(ctx, CommandStream, ConsumerName(p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := cons.CachedInfo().Config
+		if got.PriorityPolicy != jetstream.PriorityPolicyPinned || len(got.PriorityGroups) != 1 ||
+			got.PriorityGroups[0] != PartitionGroup || got.PinnedTTL != 6*time.Second || got.AckWait != time.Second {
+			t.Errorf("%s after Ensure: policy %v, groups %v, pinned TTL %s, ack wait %s; want pinned, [%s], 6s, 1s",
+				ConsumerName(p), got.PriorityPolicy, got.PriorityGroups, got.PinnedTTL, got.AckWait, PartitionGroup)
+		}
+	}
+	cons, err = js.Consumer(ctx, CommandStream, part)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info := cons.CachedInfo(); info.NumAckPending != 1 {
+		t.Errorf("the held command is no longer pending after the update: %+v", info)
+	}
+	// The held command comes back after the ack wait, pinned to this pull.
+	msg, err := cons.Next(jetstream.FetchMaxWait(5*time.Second), jetstream.FetchPriorityGroup(PartitionGroup))
+	if err != nil {
+		t.Fatalf("pull with the priority group: %v", err)
+	}
+	if string(msg.Data()) != "cmd" || msg.Headers().Get("Nats-Pin-Id") == "" {
+		t.Errorf("got %q with pin %q, want the held command with a pin", msg.Data(), msg.Headers().Get("Nats-Pin-Id"))
+	}
+}

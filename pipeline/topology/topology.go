@@ -7,6 +7,7 @@
 //	twinhub.cmd.<partition>.<device>   commands for the twin processor (stream TWINHUB_COMMANDS, work queue)
 //	twinhub.events.<device>            public change events, one subject per device (stream TWINHUB_EVENTS)
 //	twinhub.registry.<device>          core NATS notices that a device's identity changed (no stream)
+//	twinhub.processors.<instance>      core NATS presence of each instance's processor (no stream)
 //
 // <device> is the device ID encoded by Token so that any legal device ID is a
 // single subject token and a legal KV key. <partition> is a number in
@@ -44,9 +45,15 @@ const (
 	// PoliciesKey is the key of the shared access policies in HubBucket.
 	PoliciesKey = "policies"
 
-	commandPrefix  = "twinhub.cmd."
-	eventPrefix    = "twinhub.events."
-	registryPrefix = "twinhub.registry."
+	commandPrefix   = "twinhub.cmd."
+	eventPrefix     = "twinhub.events."
+	registryPrefix  = "twinhub.registry."
+	processorPrefix = "twinhub.processors."
+
+	// PartitionGroup is the pinned priority group of every partition
+	// consumer: JetStream delivers a partition's commands only to the pull
+	// that holds the group's pin, so one instance at a time processes it.
+	PartitionGroup = "twinhub"
 
 	// NotifierConsumer is the durable consumer of change events that forwards
 	// desired-property changes to devices over MQTT.
@@ -76,6 +83,9 @@ const (
 
 	// RegistrySubjects matches every registry notice (see RegistrySubject).
 	RegistrySubjects = registryPrefix + "*"
+
+	// ProcessorSubjects matches every processor's presence (see ProcessorSubject).
+	ProcessorSubjects = processorPrefix + "*"
 
 	// partitionsMetadataKey records the partition count in the command
 	// stream's metadata so that instances configured differently refuse to start.
@@ -117,8 +127,14 @@ type Config struct {
 	// (default 7 days; 0 after defaults means forever is not allowed, use a large value).
 	EventMaxAge time.Duration
 	// AckWait is how long the processor may hold a command before JetStream
-	// redelivers it (default 10 s). It bounds how long a partition stalls after a crash.
+	// redelivers it (default 4 s). It bounds how long a partition stalls
+	// after a crash: the command its owner held comes back after AckWait.
 	AckWait time.Duration
+	// PinnedTTL is how long a partition stays pinned to an instance that
+	// stopped pulling (default 4 s). Owners pull every PinnedTTL/2, so a live
+	// owner keeps its pins; a dead one loses them PinnedTTL after its last
+	// pull. Failover after a crash takes about max(PinnedTTL, AckWait).
+	PinnedTTL time.Duration
 	// DuplicateWindow is the Nats-Msg-Id dedupe window of both streams (default 2 min).
 	DuplicateWindow time.Duration
 	// MaxMsgSize bounds a command or event (default 1 MiB).
@@ -136,7 +152,10 @@ func (c *Config) defaults() {
 		c.EventMaxAge = 7 * 24 * time.Hour
 	}
 	if c.AckWait == 0 {
-		c.AckWait = 10 * time.Second
+		c.AckWait = 4 * time.Second
+	}
+	if c.PinnedTTL == 0 {
+		c.PinnedTTL = 4 * time.Second
 	}
 	if c.DuplicateWindow == 0 {
 		c.DuplicateWindow = 2 * time.Minute
@@ -167,6 +186,9 @@ func (c Config) Validate() error {
 	}
 	if c.AckWait < time.Second {
 		errs = append(errs, fmt.Errorf("ack wait must be at least 1s, got %s", c.AckWait))
+	}
+	if c.PinnedTTL < 2*time.Second {
+		errs = append(errs, fmt.Errorf("pinned TTL must be at least 2s, got %s", c.PinnedTTL))
 	}
 	return errors.Join(errs...)
 }
@@ -254,6 +276,18 @@ func RegistrySubject(deviceID string) string {
 	return registryPrefix + Token(deviceID)
 }
 
+// ProcessorSubject is the core NATS subject on which the processor of
+// instance id announces that it runs (and, with a last message, that it
+// stops); processors count each other with it to share the partitions.
+func ProcessorSubject(id string) string { return processorPrefix + Token(id) }
+
+// PullExpiry is how long a partition pull waits: half the pinned TTL, so
+// an idle owner renews its pins well before they expire.
+func (c Config) PullExpiry() time.Duration {
+	c.defaults()
+	return c.PinnedTTL / 2
+}
+
 // Key is the KV key of deviceID's twin record.
 func Key(deviceID string) string { return Token(deviceID) }
 
@@ -338,10 +372,11 @@ func HubPermissions() Permissions {
 			commandPrefix + ">",
 			eventPrefix + "*",
 			RegistrySubjects,
+			ProcessorSubjects,
 			"$KV." + TwinBucket + ".>",
 			"$KV." + HubBucket + ".>",
 			InternalInboxPrefix + ".>",
 		},
-		SubscribeAllow: []string{InternalInboxPrefix + ".>", RegistrySubjects},
+		SubscribeAllow: []string{InternalInboxPrefix + ".>", RegistrySubjects, ProcessorSubjects},
 	}
 }
