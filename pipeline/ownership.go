@@ -228,7 +228,15 @@ func (s *partitionSubscriber) pull(ctx context.Context, part *partition, out cha
 		fctx, cancel := context.WithTimeout(ctx, expiry)
 		part.mu.Lock()
 		part.stopPull = cancel
+		if part.release {
+			cancel() // asked to hand over since the check above: see to it first
+		}
 		part.mu.Unlock()
+		select {
+		case <-s.closing:
+			cancel() // Close ran before it could cancel this pull
+		default:
+		}
 		batch, err := cons.Fetch(1, jetstream.FetchContext(fctx), jetstream.FetchPriorityGroup(topology.PartitionGroup))
 		if err != nil {
 			cancel()
