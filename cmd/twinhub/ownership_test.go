@@ -72,8 +72,9 @@ func patchDesired(p *proc, t *testing.T, deviceID string, n int) (int64, error) 
 // is in the twins, each device's versions without gaps. It logs the time
 // from the kill to the first change applied in each of B's partitions.
 func TestKillAnInstanceMovesItsPartitions(t *testing.T) {
-	a := startTwinhub(t, "")
-	b := startTwinhub(t, "", "--nats-url", a.natsURL(t, embedded.InternalNATSUser))
+	// The default partition count, so that each instance owns several.
+	a := startTwinhub(t, "", "--partitions", "16")
+	b := startTwinhub(t, "", "--partitions", "16", "--nats-url", a.natsURL(t, embedded.InternalNATSUser))
 	parts, err := strconv.Atoi(regexpFind(t, a.logs.String(), `msg="twinhub is ready".* partitions=(\d+)`))
 	if err != nil {
 		t.Fatal(err)
