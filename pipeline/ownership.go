@@ -253,7 +253,7 @@ func (s *partitionSubscriber) pull(ctx context.Context, part *partition, out cha
 		cancel()
 		switch err := batch.Error(); {
 		case errors.Is(err, jetstream.ErrPinIDMismatch):
-			s.setPin(part, "", "another instance holds its pin")
+			s.setPin(part, "", "its pin moved")
 		case err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled):
 			s.log.Debug("pulling a command partition; retrying", "partition", part.n, "err", err)
 			s.wait(ctx, expiry/4)

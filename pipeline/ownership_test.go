@@ -4,13 +4,16 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/twinhub/twinhub/deploy/natstest"
 	"github.com/twinhub/twinhub/pipeline"
 	"github.com/twinhub/twinhub/pipeline/topology"
 )
@@ -69,11 +72,11 @@ func (m *member) kill() {
 // (nil: time.Now).
 func startMember(t *testing.T, h *hub, name string, topo topology.Config, now func() time.Time) *member {
 	t.Helper()
-	nc, err := h.ns.Connect(name)
+	nc, err := h.connect(name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sub, err := h.ns.Connect(name + "-sub")
+	sub, err := h.connect(name + "-sub")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,19 +168,22 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 	}
 }
 
-// balanced patches every device until the two processors own all the
-// partitions between them, each exactly one, each within 6 and 10 of 16,
-// and pull every partition again (none parked after a hand-over).
+// balanced patches every device (one per partition) until the two
+// processors own all the partitions between them, each exactly one, each
+// between 3/8 and 5/8 of them (6 and 10 of 16), and pull every partition
+// again (none parked after a hand-over).
 func balanced(t *testing.T, h *hub, devs []string, a, b *member) {
 	t.Helper()
-	waitFor(t, 15*time.Second, "two processors balance 16 partitions", func() bool {
+	n := len(devs)
+	fair := func(k int) bool { return k*8 >= 3*n && k*8 <= 5*n }
+	waitFor(t, 15*time.Second, "two processors balance the partitions", func() bool {
 		patchAll(t, h, devs)
 		if err := checkOwners(a, b); err != nil {
 			t.Fatal(err)
 		}
 		na, nb := len(a.Owned()), len(b.Owned())
-		return na+nb == 16 && na >= 6 && na <= 10 && nb >= 6 && nb <= 10 &&
-			pipeline.Pulling(a.Processor) == 16 && pipeline.Pulling(b.Processor) == 16
+		return na+nb == n && fair(na) && fair(nb) &&
+			pipeline.Pulling(a.Processor) == n && pipeline.Pulling(b.Processor) == n
 	})
 	t.Logf("balanced: %v and %v", a.Owned(), b.Owned())
 }
@@ -403,4 +409,77 @@ func counter(t *testing.T, reg *prometheus.Registry, outcome string) float64 {
 		}
 	}
 	return 0
+}
+
+// TestConsumerLeaderChangeMovesThePin runs two processors on a 3-node
+// cluster at R3 and makes the leader of a partition consumer step down:
+// the new leader has forgotten the pin, so the partition is pinned anew
+// at its next command (a new pin ID). Afterwards every partition is still
+// owned by exactly one processor (the one that lost the pin notices it),
+// and the device's patches go on without gaps.
+func TestConsumerLeaderChangeMovesThePin(t *testing.T) {
+	c := natstest.StartCluster(t, 3)
+	c.WaitHealthy(30 * time.Second)
+	topo := topology.Config{Partitions: 4, Replicas: 3}
+	nc := c.Connect()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := topology.Ensure(ctx, js, topo); err != nil {
+		t.Fatal(err)
+	}
+	store, err := pipeline.OpenStore(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := pipeline.NewClient(nc, 4, 20*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	h := &hub{js: js, client: client, store: store,
+		connect: func(string) (*nats.Conn, error) { return c.Connect(), nil }}
+	devs := onePerPartition("lc", 4)
+	a := startMember(t, h, "a", topo, nil)
+	for _, id := range devs {
+		h.do(t, pipeline.Command{Kind: pipeline.KindCreateDevice, DeviceID: id})
+	}
+	b := startMember(t, h, "b", topo, nil)
+	balanced(t, h, devs, a, b)
+
+	p := a.Owned()[0]
+	name := topology.ConsumerName(p)
+	pinOf := func() string {
+		cons, err := js.Consumer(ctx, topology.CommandStream, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g := cons.CachedInfo().PriorityGroups; len(g) > 0 {
+			return g[0].PinnedClientID
+		}
+		return ""
+	}
+	before := pinOf()
+	resp, err := nc.Request("$JS.API.CONSUMER.LEADER.STEPDOWN."+topology.CommandStream+"."+name, nil, 10*time.Second)
+	if err != nil || !strings.Contains(string(resp.Data), `"success":true`) {
+		t.Fatalf("consumer leader step-down: %v %s", err, resp.Data)
+	}
+	waitFor(t, 30*time.Second, "the partition pinned anew after the leader change, owned by exactly one processor", func() bool {
+		patchAll(t, h, devs)
+		if err := checkOwners(a, b); err != nil {
+			return false // the loser notices within a second
+		}
+		pin := pinOf()
+		return pin != "" && pin != before && len(a.Owned())+len(b.Owned()) == 4
+	})
+	t.Logf("after the step-down: %v and %v", a.Owned(), b.Owned())
+	evs := h.events(t, devs[p])
+	for i, ev := range evs {
+		if ev.Version != int64(i+2) {
+			t.Fatalf("%s: versions %v have a gap or a repeat", devs[p], versions(evs))
+		}
+	}
 }

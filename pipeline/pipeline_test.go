@@ -34,6 +34,8 @@ type hub struct {
 	// log, nc and subConn are what startHub gives its processor.
 	log         *slog.Logger
 	nc, subConn *nats.Conn
+	// connect opens another connection to the hub's NATS.
+	connect func(name string) (*nats.Conn, error)
 }
 
 func startHub(t *testing.T, dir string, topo topology.Config) *hub {
@@ -99,7 +101,8 @@ func startBare(t *testing.T, dir string, topo topology.Config) *hub {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &hub{ns: ns, js: js, client: client, store: store, reg: prometheus.NewRegistry(), log: log, nc: nc, subConn: subConn}
+	h := &hub{ns: ns, js: js, client: client, store: store, reg: prometheus.NewRegistry(), log: log, nc: nc, subConn: subConn,
+		connect: func(name string) (*nats.Conn, error) { return ns.Connect(name) }}
 	stopped := false
 	h.stop = func() {
 		if stopped {
