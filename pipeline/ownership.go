@@ -39,8 +39,10 @@ import (
 //   - when the consumer's leader changes: the new leader pins anew;
 //   - to balance: an instance owning more than ⌈partitions/instances⌉
 //     hands its surplus over the same way as at a stop, and pulls those
-//     partitions again only once another instance holds their pins (or
-//     after 2×PinnedTTL, for partitions without commands).
+//     partitions again once another instance holds their pins, or after
+//     parkFor (a partition without commands may then come back to it, and
+//     is handed over again; never for long, so that a partition whose new
+//     owner stops or dies at once is not left without pullers).
 //
 // Instances count each other by presence: each processor announces itself
 // on topology.ProcessorSubject every presenceEvery, and says goodbye when
@@ -60,6 +62,9 @@ const (
 	presenceBye = "stop"
 	// nakDelay spaces the retries of a command that failed.
 	nakDelay = 500 * time.Millisecond
+	// parkFor is the longest an instance leaves a partition it handed over
+	// to the others' pulls.
+	parkFor = time.Second
 	// pinHeader carries the pin a delivered command was sent under.
 	pinHeader = "Nats-Pin-Id"
 )
@@ -72,13 +77,13 @@ type partition struct {
 	mu sync.Mutex
 	// pin is the pin this instance holds; "" while it does not own the partition.
 	pin string
-	// release asks the pulling loop to hand the partition over.
-	release bool
+	// handedOver is the last pin this instance gave up: a command that
+	// JetStream sent under it before the unpin is applied, but does not
+	// make this instance the owner again.
+	handedOver string
 	// parkedUntil stops this instance pulling the partition after it handed
 	// it over, so that another instance's standby pull gets it.
 	parkedUntil time.Time
-	// stopPull ends the pull in progress (a release or a stop).
-	stopPull context.CancelFunc
 }
 
 // partitionSubscriber is the Watermill subscriber of the partition
@@ -161,7 +166,8 @@ func (s *partitionSubscriber) setPin(part *partition, pin, why string) {
 }
 
 // Subscribe starts pulling the partition whose consumer is named topic.
-// The channel is closed when the subscriber is closed or ctx ends.
+// The channel is closed when the subscriber is closed or ctx ends, after
+// the command in flight was handled.
 func (s *partitionSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
 	i := slices.IndexFunc(s.parts, func(p *partition) bool { return p.name == topic })
 	if i < 0 {
@@ -191,25 +197,20 @@ func (s *partitionSubscriber) stopped(ctx context.Context) bool {
 }
 
 // pull runs one partition: pull a command with the group, hand it to the
-// handler, acknowledge as the handler says, again; hand the partition over
-// when asked to, and when stopping.
+// handler, acknowledge as the handler says, again, until the subscriber
+// closes. A pull is never cancelled: JetStream may have sent it a command
+// already, which would then wait for the ack wait. A hand-over unpins the
+// partition while the pull is outstanding instead, after which JetStream
+// answers that pull with 423 rather than a command.
 func (s *partitionSubscriber) pull(ctx context.Context, part *partition, out chan<- *message.Message) {
 	var cons jetstream.Consumer
 	expiry := s.cfg.PullExpiry()
 	for !s.stopped(ctx) {
 		part.mu.Lock()
-		release, parked := part.release, time.Until(part.parkedUntil)
-		part.release = false
+		parked := time.Until(part.parkedUntil)
 		part.mu.Unlock()
-		if release {
-			s.handOver(part, "balancing")
-			part.mu.Lock()
-			part.parkedUntil = time.Now().Add(2 * s.cfg.PinnedTTL)
-			part.mu.Unlock()
-			cons = nil // a new handle pulls without the old pin
-			continue
-		}
 		if parked > 0 {
+			cons = nil // a new handle pulls without the old pin
 			s.wait(ctx, min(parked, 100*time.Millisecond))
 			continue
 		}
@@ -225,40 +226,30 @@ func (s *partitionSubscriber) pull(ctx context.Context, part *partition, out cha
 				continue
 			}
 		}
-		fctx, cancel := context.WithTimeout(ctx, expiry)
-		part.mu.Lock()
-		part.stopPull = cancel
-		if part.release {
-			cancel() // asked to hand over since the check above: see to it first
-		}
-		part.mu.Unlock()
-		select {
-		case <-s.closing:
-			cancel() // Close ran before it could cancel this pull
-		default:
-		}
-		batch, err := cons.Fetch(1, jetstream.FetchContext(fctx), jetstream.FetchPriorityGroup(topology.PartitionGroup))
+		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(expiry), jetstream.FetchPriorityGroup(topology.PartitionGroup))
 		if err != nil {
-			cancel()
 			s.log.Debug("pulling a command partition; retrying", "partition", part.n, "err", err)
 			s.wait(ctx, expiry/4)
 			continue
 		}
 		for msg := range batch.Messages() {
-			if pin := msg.Headers().Get(pinHeader); pin != "" {
+			part.mu.Lock()
+			handedOver := part.handedOver
+			part.mu.Unlock()
+			if pin := msg.Headers().Get(pinHeader); pin != "" && pin != handedOver {
 				s.setPin(part, pin, "")
 			}
-			s.deliver(ctx, part, msg, out)
+			s.deliver(part, msg, out)
 		}
-		cancel()
 		switch err := batch.Error(); {
 		case errors.Is(err, jetstream.ErrPinIDMismatch):
 			s.setPin(part, "", "its pin moved")
-		case err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled):
+		case err != nil:
 			s.log.Debug("pulling a command partition; retrying", "partition", part.n, "err", err)
 			s.wait(ctx, expiry/4)
 		}
 	}
+	// A pull that started as Close ran may have pinned the partition again.
 	s.handOver(part, "stopping")
 }
 
@@ -273,22 +264,27 @@ func (s *partitionSubscriber) wait(ctx context.Context, d time.Duration) {
 }
 
 // deliver hands one command to the handler and acknowledges it as the
-// handler says. A handler that neither acks nor nacks within AckWait is
-// left behind: JetStream redelivers the command, which its record's list
-// of applied commands answers if the first attempt got through.
-func (s *partitionSubscriber) deliver(ctx context.Context, part *partition, msg jetstream.Msg, out chan<- *message.Message) {
+// handler says. It does not give up when the router starts closing (the
+// router cancels the subscription's context then, but still runs the
+// handlers it feeds until their channels close): a command delivered is
+// applied and acknowledged, not left to the ack wait. A handler that
+// neither takes the command nor acks or nacks it within AckWait is left
+// behind: JetStream redelivers the command, which its record's list of
+// applied commands answers if the first attempt got through.
+func (s *partitionSubscriber) deliver(part *partition, msg jetstream.Msg, out chan<- *message.Message) {
 	wm, err := s.unmarshal.Unmarshal(msg)
 	if err != nil {
 		s.log.Error("BUG: unmarshalling a command message", "err", err)
 		return
 	}
-	select {
-	case out <- wm:
-	case <-ctx.Done():
-		return // the router stopped: the command is redelivered
-	}
 	timeout := time.NewTimer(s.cfg.AckWait)
 	defer timeout.Stop()
+	select {
+	case out <- wm:
+	case <-timeout.C:
+		s.log.Warn("the partition's handler did not take a command within the ack wait; JetStream delivers it again", "partition", part.n)
+		return
+	}
 	select {
 	case <-wm.Acked():
 		err = msg.Ack()
@@ -296,19 +292,19 @@ func (s *partitionSubscriber) deliver(ctx context.Context, part *partition, msg 
 		err = msg.NakWithDelay(nakDelay)
 	case <-timeout.C:
 		s.log.Warn("a command took longer than the ack wait; JetStream delivers it again", "partition", part.n, "uuid", wm.UUID)
-	case <-ctx.Done():
 	}
 	if err != nil {
 		s.log.Warn("acknowledging a command failed; JetStream delivers it again", "partition", part.n, "err", err)
 	}
 }
 
-// handOver gives the partition away if this instance owns it: the pull
-// loop has stopped pulling it and finished its command, so unpinning lets
-// a standby pull take it at once.
+// handOver gives the partition away if this instance owns it: unpinned,
+// the partition's next command goes to a standby pull at once (after the
+// command this instance holds, if any, is acknowledged: one in flight).
 func (s *partitionSubscriber) handOver(part *partition, why string) {
 	part.mu.Lock()
 	pin := part.pin
+	part.handedOver = pin
 	part.mu.Unlock()
 	if pin == "" {
 		return
@@ -323,18 +319,15 @@ func (s *partitionSubscriber) handOver(part *partition, why string) {
 	s.setPin(part, "", why)
 }
 
-// Close stops pulling, waits (up to the close timeout) for the commands in
-// flight to be acknowledged, and unpins the partitions this instance owns.
-// It is safe to call more than once and from several goroutines.
+// Close unpins the partitions this instance owns, stops pulling, and
+// waits (up to the close timeout) for the pulls outstanding to end and the
+// commands in flight to be acknowledged. It is safe to call more than once
+// and from several goroutines.
 func (s *partitionSubscriber) Close() error {
 	s.closeOnce.Do(func() {
 		close(s.closing)
 		for _, part := range s.parts {
-			part.mu.Lock()
-			if part.stopPull != nil {
-				part.stopPull()
-			}
-			part.mu.Unlock()
+			s.handOver(part, "stopping")
 		}
 	})
 	done := make(chan struct{})
@@ -446,11 +439,8 @@ func (s *partitionSubscriber) balance(ctx context.Context) {
 	for i := len(owned) - 1; i >= limit; i-- {
 		part := s.parts[owned[i]]
 		part.mu.Lock()
-		part.release = true
-		if part.stopPull != nil {
-			part.stopPull()
-		}
+		part.parkedUntil = time.Now().Add(parkFor)
 		part.mu.Unlock()
-		s.log.Debug("handing a partition over to balance", "partition", part.n, "owned", len(owned), "share", limit)
+		s.handOver(part, "balancing")
 	}
 }

@@ -193,8 +193,12 @@ func (p *Processor) Run(ctx context.Context) error {
 // acknowledged, or ctx ends. The shutdown calls it after the edges stopped
 // taking requests, so the commands they stored last (a device's disconnect,
 // say) are applied now instead of stalling their partition for an ack wait
-// after the next start.
+// after the next start. While other instances run, it returns at once: the
+// stop hands this instance's partitions, with their commands, over to them.
 func (p *Processor) Flush(ctx context.Context) error {
+	if p.parts.instances() > 1 {
+		return nil
+	}
 	for {
 		idle := true
 		for i := 0; i < p.cfg.Topology.Partitions && idle; i++ {

@@ -65,12 +65,13 @@ func patchDesired(p *proc, t *testing.T, deviceID string, n int) (int64, error) 
 	return tw.Version, nil
 }
 
-// TestKillAnInstanceMovesItsPartitions runs two instances on A's NATS
+// TestKillAnInstanceMovesItsPartitions runs a second instance on A's NATS
 // under a closed loop of desired patches (through A) to a device in every
-// partition, waits until B owns its share, and kills B with SIGKILL. Every
-// partition B owned is applied by A again, and every acknowledged change
-// is in the twins, each device's versions without gaps. It logs the time
-// from the kill to the first change applied in each of B's partitions.
+// partition, waits until it owns its share, and stops it with SIGTERM;
+// then a third, killed with SIGKILL. Every partition each owned is applied
+// by A again, and every acknowledged change is in the twins, each device's
+// versions without gaps. It logs the time from the stop and from the kill
+// to the first change applied in each of the partitions that moved.
 func TestKillAnInstanceMovesItsPartitions(t *testing.T) {
 	// The default partition count, so that each instance owns several.
 	a := startTwinhub(t, "", "--partitions", "16")
@@ -137,44 +138,66 @@ func TestKillAnInstanceMovesItsPartitions(t *testing.T) {
 		wg.Wait()
 	}()
 
-	var bOwned []int
-	deadline := time.Now().Add(30 * time.Second)
-	for bOwned = ownedPartitions(b.logs.String()); len(bOwned) < parts/2-parts/8; bOwned = ownedPartitions(b.logs.String()) {
-		if time.Now().After(deadline) {
-			t.Fatalf("B owns %v, not its share of the partitions; its log:\n%s", bOwned, b.logs.String())
+	// owns waits until the instance owns its share of the partitions.
+	owns := func(p *proc) []int {
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			owned := ownedPartitions(p.logs.String())
+			if len(owned) >= parts/2-parts/8 {
+				return owned
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the instance owns %v, not its share of the partitions; its log:\n%s", owned, p.logs.String())
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
-		time.Sleep(50 * time.Millisecond)
 	}
-	b.kill()
-	killed := time.Now()
-	t.Logf("killed B owning partitions %v", bOwned)
+	// movedAfter waits until each partition has a change acknowledged after
+	// the moment, and returns the longest wait and every partition's.
+	movedAfter := func(moment time.Time, partitions []int) (time.Duration, string) {
+		firstAfter := func(p int) (time.Duration, bool) {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, k := range acks[p] {
+				if k.at.After(moment) {
+					return k.at.Sub(moment), true
+				}
+			}
+			return 0, false
+		}
+		waitFor(t, 60*time.Second, "every partition of the instance applies changes again", func() bool {
+			for _, p := range partitions {
+				if _, ok := firstAfter(p); !ok {
+					return false
+				}
+			}
+			return true
+		})
+		var worst time.Duration
+		var each []string
+		for _, p := range partitions {
+			d, _ := firstAfter(p)
+			worst = max(worst, d)
+			each = append(each, fmt.Sprintf("p%d %.2fs", p, d.Seconds()))
+		}
+		return worst, strings.Join(each, ", ")
+	}
 
-	firstAfter := func(p int) (time.Duration, bool) {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, k := range acks[p] {
-			if k.at.After(killed) {
-				return k.at.Sub(killed), true
-			}
-		}
-		return 0, false
-	}
-	waitFor(t, 60*time.Second, "every partition B owned applies changes again", func() bool {
-		for _, p := range bOwned {
-			if _, ok := firstAfter(p); !ok {
-				return false
-			}
-		}
-		return true
-	})
-	var worst time.Duration
-	var each []string
-	for _, p := range bOwned {
-		d, _ := firstAfter(p)
-		worst = max(worst, d)
-		each = append(each, fmt.Sprintf("p%d %.2fs", p, d.Seconds()))
-	}
-	t.Logf("kill -9 of B to the first change applied by A in each of B's partitions: worst %.2fs (%s)", worst.Seconds(), strings.Join(each, ", "))
+	bOwned := owns(b)
+	stopping := time.Now()
+	b.stop()
+	exited := time.Now()
+	worst, each := movedAfter(exited, bOwned)
+	t.Logf("SIGTERM of B (owning %v): exited after %.2fs; from its exit to the first change applied by A in each of its partitions: worst %.2fs (%s)",
+		bOwned, exited.Sub(stopping).Seconds(), worst.Seconds(), each)
+
+	c := startTwinhub(t, "", "--partitions", "16", "--nats-url", a.natsURL(t, embedded.InternalNATSUser))
+	cOwned := owns(c)
+	c.kill()
+	killed := time.Now()
+	worst, each = movedAfter(killed, cOwned)
+	t.Logf("kill -9 of C (owning %v) to the first change applied by A in each of its partitions: worst %.2fs (%s)",
+		cOwned, worst.Seconds(), each)
 	close(stop)
 	wg.Wait()
 
