@@ -31,8 +31,10 @@ import (
 // pin, or when it hands the partition over.
 //
 // A partition moves:
-//   - when its owner stops: it stops pulling, finishes the command it holds,
-//     and unpins the partition, so a standby gets the next command at once;
+//   - when its owner stops: it unpins the partition while its last pull is
+//     still outstanding (JetStream answers that pull with 423 from then on,
+//     so no command is lost to it) and finishes the command it holds; a
+//     standby gets the next command at once;
 //   - when its owner dies: its pin expires PinnedTTL after its last pull, and
 //     the command it held is redelivered AckWait after its delivery; the
 //     first standby pull then gets it (about max(PinnedTTL, AckWait));
