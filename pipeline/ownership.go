@@ -67,6 +67,9 @@ const (
 	// parkFor is the longest an instance leaves a partition it handed over
 	// to the others' pulls.
 	parkFor = time.Second
+	// maxHold bounds how long a partition waits for its handler to finish
+	// one command (the pipeline client's result timeout).
+	maxHold = 30 * time.Second
 	// pinHeader carries the pin a delivered command was sent under.
 	pinHeader = "Nats-Pin-Id"
 )
@@ -269,10 +272,10 @@ func (s *partitionSubscriber) wait(ctx context.Context, d time.Duration) {
 // handler says. It does not give up when the router starts closing (the
 // router cancels the subscription's context then, but still runs the
 // handlers it feeds until their channels close): a command delivered is
-// applied and acknowledged, not left to the ack wait. A handler that
-// neither takes the command nor acks or nacks it within AckWait is left
-// behind: JetStream redelivers the command, which its record's list of
-// applied commands answers if the first attempt got through.
+// applied and acknowledged, not left to the ack wait. A handler that does
+// not take the command within AckWait, or neither acks nor nacks it within
+// maxHold, is left behind: JetStream redelivers the command, which its
+// record's list of applied commands answers if the first attempt got through.
 func (s *partitionSubscriber) deliver(part *partition, msg jetstream.Msg, out chan<- *message.Message) {
 	wm, err := s.unmarshal.Unmarshal(msg)
 	if err != nil {
@@ -287,13 +290,26 @@ func (s *partitionSubscriber) deliver(part *partition, msg jetstream.Msg, out ch
 		s.log.Warn("the partition's handler did not take a command within the ack wait; JetStream delivers it again", "partition", part.n)
 		return
 	}
-	select {
-	case <-wm.Acked():
-		err = msg.Ack()
-	case <-wm.Nacked():
-		err = msg.NakWithDelay(nakDelay)
-	case <-timeout.C:
-		s.log.Warn("a command took longer than the ack wait; JetStream delivers it again", "partition", part.n, "uuid", wm.UUID)
+	// While the handler works (retrying through a stream leader election,
+	// say), the command is reported in progress every half ack wait, so
+	// JetStream does not deliver it again under the handler's feet; for at
+	// most maxHold, after which its requester has stopped waiting anyway.
+	progress := time.NewTicker(s.cfg.AckWait / 2)
+	defer progress.Stop()
+	hold := time.NewTimer(maxHold)
+	defer hold.Stop()
+	for done := false; !done; {
+		select {
+		case <-wm.Acked():
+			err, done = msg.Ack(), true
+		case <-wm.Nacked():
+			err, done = msg.NakWithDelay(nakDelay), true
+		case <-progress.C:
+			_ = msg.InProgress() // lost in an election: the ack wait then runs out, as without it
+		case <-hold.C:
+			s.log.Warn("a command took longer than its longest hold; JetStream delivers it again", "partition", part.n, "uuid", wm.UUID, "hold", maxHold)
+			done = true
+		}
 	}
 	if err != nil {
 		s.log.Warn("acknowledging a command failed; JetStream delivers it again", "partition", part.n, "err", err)
