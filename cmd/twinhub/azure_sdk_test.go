@@ -515,9 +515,8 @@ func TestAzureSDKDesiredListeners(t *testing.T) {
 	waitFor(t, 30*time.Second, "the SDK to reconnect to the restarted hub", func() bool {
 		return h.metricValue(t, "twinhub_mqtt_broker_clients_connected") == "1"
 	})
-	// Up to the command AckWait (10 s) today: the connection-state command
-	// the device's disconnect caused during shutdown is discarded unacked by
-	// the stopping processor, and stalls its partition after the restart.
+	// The connection-state commands of the disconnect and of the reconnect
+	// are applied in order once the new hub owns the partitions.
 	waitFor(t, 20*time.Second, "the reconnected device to show as connected", func() bool {
 		return h.twin(t, "listener")["connectionState"] == "Connected"
 	})
