@@ -291,13 +291,16 @@ func (s *partitionSubscriber) deliver(part *partition, msg jetstream.Msg, out ch
 		return
 	}
 	// While the handler works (retrying through a stream leader election,
-	// say), the command is reported in progress every half ack wait, so
-	// JetStream does not deliver it again under the handler's feet; for at
-	// most maxHold, after which its requester has stopped waiting anyway.
+	// say) and this instance still owns the partition, the command is
+	// reported in progress every half ack wait, so JetStream does not
+	// deliver it again under the handler's feet; for at most maxHold, after
+	// which its requester has stopped waiting anyway. Once the partition
+	// has moved, the ack wait runs out and the new owner gets the command.
 	progress := time.NewTicker(s.cfg.AckWait / 2)
 	defer progress.Stop()
 	hold := time.NewTimer(maxHold)
 	defer hold.Stop()
+	lastProgress := time.Now()
 	for done := false; !done; {
 		select {
 		case <-wm.Acked():
@@ -305,7 +308,14 @@ func (s *partitionSubscriber) deliver(part *partition, msg jetstream.Msg, out ch
 		case <-wm.Nacked():
 			err, done = msg.NakWithDelay(nakDelay), true
 		case <-progress.C:
-			_ = msg.InProgress() // lost in an election: the ack wait then runs out, as without it
+			switch {
+			case s.owns(part):
+				_ = msg.InProgress() // lost in an election: the ack wait then runs out, as without it
+				lastProgress = time.Now()
+			case time.Since(lastProgress) >= s.cfg.AckWait:
+				s.log.Warn("a command outlived the ack wait after its partition moved; the new owner gets it", "partition", part.n, "uuid", wm.UUID)
+				done = true
+			}
 		case <-hold.C:
 			s.log.Warn("a command took longer than its longest hold; JetStream delivers it again", "partition", part.n, "uuid", wm.UUID, "hold", maxHold)
 			done = true
@@ -314,6 +324,13 @@ func (s *partitionSubscriber) deliver(part *partition, msg jetstream.Msg, out ch
 	if err != nil {
 		s.log.Warn("acknowledging a command failed; JetStream delivers it again", "partition", part.n, "err", err)
 	}
+}
+
+// owns reports whether this instance holds the partition's pin.
+func (s *partitionSubscriber) owns(part *partition) bool {
+	part.mu.Lock()
+	defer part.mu.Unlock()
+	return part.pin != ""
 }
 
 // handOver gives the partition away if this instance owns it: unpinned,
