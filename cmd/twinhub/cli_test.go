@@ -80,10 +80,10 @@ func TestCLI(t *testing.T) {
 	expect("reported $version is now 2")
 	expect("waiting for desired property changes")
 
-	if out, err := p.cli(t, "twin", "update", "--tags", `{"location":{"region":"US","plant":"Redmond43"}}`, "myDeviceId"); err != nil || !strings.Contains(out, "Redmond43") {
+	if out, err := p.cli(t, "twin", "update", "myDeviceId", "--tags", `{"location":{"region":"US","plant":"Redmond43"}}`); err != nil || !strings.Contains(out, "Redmond43") {
 		t.Fatalf("twin update --tags: %v\n%s", err, out)
 	}
-	if _, err := p.cli(t, "twin", "update", "--desired", `{"telemetryConfig":{"sendFrequency":"5m"}}`, "myDeviceId"); err != nil {
+	if _, err := p.cli(t, "twin", "update", "myDeviceId", "--desired", `{"telemetryConfig":{"sendFrequency":"5m"}}`); err != nil {
 		t.Fatal(err)
 	}
 	expect(`desired change, $version 2: {"telemetryConfig":{"sendFrequency":"5m"},"$version":2}`)
@@ -93,7 +93,7 @@ func TestCLI(t *testing.T) {
 	if err != nil || json.Unmarshal([]byte(out), &tw) != nil || get(tw, "properties.reported.connectivity.type") != "cellular" || tw["etag"] != "AAAAAAAAAAM=" {
 		t.Fatalf("twin get: %v\n%s", err, out)
 	}
-	if _, err := p.cli(t, "twin", "update", "--tags", `{"x":1}`, "--etag", "AAAAAAAAAAE=", "myDeviceId"); err == nil || !strings.Contains(err.Error(), "412") {
+	if _, err := p.cli(t, "twin", "update", "myDeviceId", "--tags", `{"x":1}`, "--etag", "AAAAAAAAAAE="); err == nil || !strings.Contains(err.Error(), "412") {
 		t.Errorf("a stale --etag was not refused: %v", err)
 	}
 	if _, err := p.cli(t, "twin", "update", "--tags", `{"x":`, "myDeviceId"); err == nil || !strings.Contains(err.Error(), "not valid JSON") {

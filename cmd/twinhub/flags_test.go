@@ -67,3 +67,37 @@ func TestFlagErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestFlagsAnywhere: flags may follow the arguments, as the README's
+// walkthrough writes them (`twin update myDeviceId --tags …`), and "--"
+// makes everything after it an argument.
+func TestFlagsAnywhere(t *testing.T) {
+	for _, tc := range []struct {
+		args     []string
+		wantTags string
+		wantArgs []string
+	}{
+		{[]string{"myDeviceId", "--tags", `{"a":1}`}, `{"a":1}`, []string{"myDeviceId"}},
+		{[]string{"--tags", `{"a":1}`, "myDeviceId"}, `{"a":1}`, []string{"myDeviceId"}},
+		{[]string{"SELECT * FROM devices", "--tags", "x", "more"}, "x", []string{"SELECT * FROM devices", "more"}},
+		{[]string{"a", "--", "--tags", "b"}, "", []string{"a", "--tags", "b"}},
+		{[]string{"--", "-x"}, "", []string{"-x"}},
+		{nil, "", nil},
+	} {
+		t.Setenv("TWINHUB_TAGS", "")
+		os.Unsetenv("TWINHUB_TAGS")
+		fs := flagSet("t")
+		tags := fs.String("tags", "", "tags")
+		if err := fs.Parse(tc.args); err != nil {
+			t.Fatalf("%q: %v", tc.args, err)
+		}
+		if *tags != tc.wantTags || strings.Join(fs.Args(), "|") != strings.Join(tc.wantArgs, "|") {
+			t.Errorf("%q: tags %q args %q, want %q %q", tc.args, *tags, fs.Args(), tc.wantTags, tc.wantArgs)
+		}
+	}
+	fs := flagSet("t")
+	fs.String("tags", "", "tags")
+	if err := fs.Parse([]string{"myDeviceId", "--nope"}); err == nil {
+		t.Errorf("an unknown flag after an argument was accepted")
+	}
+}

@@ -89,9 +89,29 @@ type envFlags struct {
 	envErrs []error // environment variables that did not parse
 }
 
-// Parse parses args; a malformed TWINHUB_* variable is an error too.
+// Parse parses args, with flags anywhere on the line (`twin update
+// myDeviceId --tags …` as well as `twin update --tags … myDeviceId`; after
+// "--" everything is an argument); the arguments keep their order in
+// Args. A malformed TWINHUB_* variable is an error too.
 func (f *envFlags) Parse(args []string) error {
-	if err := f.FlagSet.Parse(args); err != nil {
+	var positional []string
+	for {
+		if err := f.FlagSet.Parse(args); err != nil {
+			return err
+		}
+		rest := f.FlagSet.Args()
+		if len(rest) == 0 {
+			break
+		}
+		if i := len(args) - len(rest); i > 0 && args[i-1] == "--" {
+			positional = append(positional, rest...)
+			break
+		}
+		positional = append(positional, rest[0])
+		args = rest[1:]
+	}
+	// Leave exactly the arguments in Args ("--" stops the flags).
+	if err := f.FlagSet.Parse(append([]string{"--"}, positional...)); err != nil {
 		return err
 	}
 	return errors.Join(f.envErrs...)
