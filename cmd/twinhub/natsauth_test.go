@@ -249,6 +249,20 @@ func TestEventsUserReadsEventsOnly(t *testing.T) {
 	v.wait(t, "subscription", "$KV."+topology.TwinBucket+".>")
 	sub.Unsubscribe()
 
+	// The hub bucket holds the shared access policies' keys: no way in either.
+	hubStream := "KV_" + topology.HubBucket
+	sctx, scancel = short()
+	if _, err := js.KeyValue(sctx, topology.HubBucket); err == nil {
+		t.Error("the events user opened the hub bucket")
+	}
+	scancel()
+	v.wait(t, "publish", "$JS.API.STREAM.INFO."+hubStream)
+	hubGet := "$JS.API.STREAM.MSG.GET." + hubStream
+	if msg, err := nc.Request(hubGet, []byte(`{"last_by_subj":"$KV.`+topology.HubBucket+`.policies"}`), 2*time.Second); err == nil {
+		t.Errorf("a get of the hub bucket's policies answered: %.200s", msg.Data)
+	}
+	v.wait(t, "publish", hubGet)
+
 	// Commands: neither readable nor forgeable.
 	sctx, scancel = short()
 	if _, err := js.Stream(sctx, topology.CommandStream); err == nil {
