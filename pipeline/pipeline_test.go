@@ -380,9 +380,13 @@ func TestTwoProcessorsShareThePartitions(t *testing.T) {
 		nc.Close()
 	}()
 	<-proc2.Running()
-	// The first owns every partition that had a command; it hands the
-	// surplus over as soon as it hears of the second.
-	for i := 0; len(h.proc.Owned()) < 4; i++ {
+	// Commands until every partition has an owner (whichever pulled first;
+	// the first processor hands its surplus over as soon as it hears of the
+	// second), bounded so that a partition never owned fails the test.
+	for i := 0; len(h.proc.Owned())+len(proc2.Owned()) < 4; i++ {
+		if i == 1000 {
+			t.Fatalf("after %d commands, owned: %v by the first, %v by the second", i, h.proc.Owned(), proc2.Owned())
+		}
 		h.do(t, pipeline.Command{Kind: pipeline.KindCreateDevice, DeviceID: fmt.Sprintf("w%d", i)})
 	}
 	for deadline := time.Now().Add(10 * time.Second); len(h.proc.Owned()) > 2; {
