@@ -37,18 +37,21 @@ type batchItem struct {
 	kvAck jetstream.PubAckFuture
 }
 
+// maxBatch bounds the commands applied together.
+const maxBatch = 512
+
 // runBatches applies the commands the partition handlers hand it, many at a
-// time, until stop is closed. Every partition consumer has at most one
-// command in flight (MaxAckPending 1), so the commands of one batch come
-// from different partitions and therefore belong to different devices:
-// they are independent, and their change events and record writes can be
-// published together and their acknowledgements awaited together. That
-// turns two JetStream round trips per command into two per batch.
+// time, until stop is closed. A device has at most one command with the
+// handlers at a time (see partition.go), so the commands of one batch
+// belong to different devices: they are independent, and their change
+// events and record writes can be published together and their
+// acknowledgements awaited together. That turns two JetStream round trips
+// per command into two per batch.
 //
 // A batch takes whatever is waiting when the previous one finishes, so it
 // grows with the load and adds no delay when the hub is idle.
 func (p *Processor) runBatches(stop <-chan struct{}) {
-	max := p.cfg.Topology.Partitions
+	max := maxBatch
 	batch := make([]*job, 0, max)
 	for {
 		select {

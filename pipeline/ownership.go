@@ -33,11 +33,13 @@ import (
 // A partition moves:
 //   - when its owner stops: it unpins the partition while its last pull is
 //     still outstanding (JetStream answers that pull with 423 from then on,
-//     so no command is lost to it) and finishes the command it holds; a
-//     standby gets the next command at once;
+//     so no command is lost to it), returns the commands it has not started
+//     and finishes those it started; a standby pull gets the partition at
+//     once and applies its commands when those are acknowledged;
 //   - when its owner dies: its pin expires PinnedTTL after its last pull, and
-//     the command it held is redelivered AckWait after its delivery; the
-//     first standby pull then gets it (about max(PinnedTTL, AckWait));
+//     the commands it held are redelivered AckWait after their delivery (or
+//     their last progress report); the first standby pull then gets them
+//     (about max(PinnedTTL, AckWait));
 //   - when the consumer's leader changes: the new leader pins anew;
 //   - to balance: an instance owning more than ⌈partitions/instances⌉
 //     hands its surplus over the same way as at a stop, and pulls those
@@ -51,7 +53,7 @@ import (
 // it stops.
 //
 // Ownership is not exclusive (acks are not checked against the pin, and a
-// deposed owner finishes the command it holds): the expected-sequence
+// deposed owner finishes the commands it started): the expected-sequence
 // publish of change events and the record's compare-and-swap keep two
 // owners from losing or duplicating a change.
 
@@ -62,14 +64,11 @@ const (
 	presenceTimeout = 3 * presenceEvery
 	// presenceBye is the payload of a processor's last announcement.
 	presenceBye = "stop"
-	// nakDelay spaces the retries of a command that failed.
-	nakDelay = 500 * time.Millisecond
+	// retryDelay spaces the retries of a command that failed.
+	retryDelay = 500 * time.Millisecond
 	// parkFor is the longest an instance leaves a partition it handed over
 	// to the others' pulls.
 	parkFor = time.Second
-	// maxHold bounds how long a partition waits for its handler to finish
-	// one command (the pipeline client's result timeout).
-	maxHold = 30 * time.Second
 	// pinHeader carries the pin a delivered command was sent under.
 	pinHeader = "Nats-Pin-Id"
 )
@@ -83,18 +82,20 @@ type partition struct {
 	// pin is the pin this instance holds; "" while it does not own the partition.
 	pin string
 	// handedOver is the last pin this instance gave up: a command that
-	// JetStream sent under it before the unpin is applied, but does not
-	// make this instance the owner again.
+	// JetStream sent under it before the unpin goes back to JetStream, and
+	// does not make this instance the owner again.
 	handedOver string
 	// parkedUntil stops this instance pulling the partition after it handed
 	// it over, so that another instance's standby pull gets it.
 	parkedUntil time.Time
+	commands
 }
 
 // partitionSubscriber is the Watermill subscriber of the partition
-// consumers: a topic is a partition consumer's name. It pulls one command
-// at a time per partition with the partition group, tracks which
-// partitions this instance owns, hands them over when asked, and
+// consumers: a topic is a partition consumer's name. It pulls up to
+// InFlight commands per partition with the partition group, hands each
+// device's commands to the handler one at a time (partition.go), tracks
+// which partitions this instance owns, hands them over when asked, and
 // acknowledges a command once its handler acked it.
 type partitionSubscriber struct {
 	js        jetstream.JetStream
@@ -135,7 +136,7 @@ func newPartitionSubscriber(ctx context.Context, nc *nats.Conn, cfg topology.Con
 	s := &partitionSubscriber{js: js, commands: commands, nc: nc, cfg: cfg, log: log, id: nuid.Next(), onOwnership: onOwnership,
 		closing: make(chan struct{}), closeTimeout: closeTimeout, peers: map[string]time.Time{}}
 	for p := range cfg.Partitions {
-		s.parts = append(s.parts, &partition{n: p, name: topology.ConsumerName(p)})
+		s.parts = append(s.parts, &partition{n: p, name: topology.ConsumerName(p), commands: newCommands()})
 	}
 	return s, nil
 }
@@ -164,9 +165,11 @@ func (s *partitionSubscriber) setPin(part *partition, pin, why string) {
 	case was == "" && pin != "":
 		s.log.Info("owning a command partition", "partition", part.n)
 		s.onOwnership(part.n, true)
+		s.startSettling(part)
 	case was != "" && pin == "":
 		s.log.Info("no longer owning a command partition", "partition", part.n, "reason", why)
 		s.onOwnership(part.n, false)
+		s.returnUnstarted(part)
 	}
 }
 
@@ -179,6 +182,9 @@ func (s *partitionSubscriber) Subscribe(ctx context.Context, topic string) (<-ch
 		return nil, errors.New("BUG: no command partition has consumer " + topic)
 	}
 	out := make(chan *message.Message)
+	s.parts[i].mu.Lock()
+	s.parts[i].out = out
+	s.parts[i].mu.Unlock()
 	s.pulling.Add(1)
 	// Exits when the subscriber closes or ctx ends, after handing the
 	// partition over.
@@ -186,6 +192,7 @@ func (s *partitionSubscriber) Subscribe(ctx context.Context, topic string) (<-ch
 		defer s.pulling.Done()
 		defer close(out)
 		s.pull(ctx, s.parts[i], out)
+		s.parts[i].running.Wait()
 	}()
 	return out, nil
 }
@@ -201,18 +208,20 @@ func (s *partitionSubscriber) stopped(ctx context.Context) bool {
 	}
 }
 
-// pull runs one partition: pull a command with the group, hand it to the
-// handler, acknowledge as the handler says, again, until the subscriber
-// closes. A pull is never cancelled: JetStream may have sent it a command
-// already, which would then wait for the ack wait. A hand-over unpins the
-// partition while the pull is outstanding instead, after which JetStream
-// answers that pull with 423 rather than a command.
+// pull runs one partition: pull up to InFlight commands with the group,
+// hand each to its device's queue (see partition.go), again, until the
+// subscriber closes. A pull is never cancelled: JetStream may have sent it
+// commands already, which would then wait for the ack wait. A hand-over
+// unpins the partition while the pull is outstanding instead, after which
+// JetStream answers that pull with 423 rather than a command. A full
+// partition still pulls (one command) every pull expiry, which keeps its pin.
 func (s *partitionSubscriber) pull(ctx context.Context, part *partition, out chan<- *message.Message) {
 	var cons jetstream.Consumer
 	expiry := s.cfg.PullExpiry()
 	for !s.stopped(ctx) {
 		part.mu.Lock()
 		parked := time.Until(part.parkedUntil)
+		free := s.cfg.InFlight - part.held
 		part.mu.Unlock()
 		if parked > 0 {
 			cons = nil // a new handle pulls without the old pin
@@ -231,7 +240,7 @@ func (s *partitionSubscriber) pull(ctx context.Context, part *partition, out cha
 				continue
 			}
 		}
-		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(expiry), jetstream.FetchPriorityGroup(topology.PartitionGroup))
+		batch, err := cons.Fetch(max(free, 1), jetstream.FetchMaxWait(expiry), jetstream.FetchPriorityGroup(topology.PartitionGroup))
 		if err != nil {
 			s.log.Debug("pulling a command partition; retrying", "partition", part.n, "err", err)
 			s.wait(ctx, expiry/4)
@@ -244,7 +253,7 @@ func (s *partitionSubscriber) pull(ctx context.Context, part *partition, out cha
 			if pin := msg.Headers().Get(pinHeader); pin != "" && pin != handedOver {
 				s.setPin(part, pin, "")
 			}
-			s.deliver(part, msg, out)
+			s.admit(part, msg)
 		}
 		switch err := batch.Error(); {
 		case errors.Is(err, jetstream.ErrPinIDMismatch):
@@ -268,64 +277,6 @@ func (s *partitionSubscriber) wait(ctx context.Context, d time.Duration) {
 	}
 }
 
-// deliver hands one command to the handler and acknowledges it as the
-// handler says. It does not give up when the router starts closing (the
-// router cancels the subscription's context then, but still runs the
-// handlers it feeds until their channels close): a command delivered is
-// applied and acknowledged, not left to the ack wait. A handler that does
-// not take the command within AckWait, or neither acks nor nacks it within
-// maxHold, is left behind: JetStream redelivers the command, which its
-// record's list of applied commands answers if the first attempt got through.
-func (s *partitionSubscriber) deliver(part *partition, msg jetstream.Msg, out chan<- *message.Message) {
-	wm, err := s.unmarshal.Unmarshal(msg)
-	if err != nil {
-		s.log.Error("BUG: unmarshalling a command message", "err", err)
-		return
-	}
-	timeout := time.NewTimer(s.cfg.AckWait)
-	defer timeout.Stop()
-	select {
-	case out <- wm:
-	case <-timeout.C:
-		s.log.Warn("the partition's handler did not take a command within the ack wait; JetStream delivers it again", "partition", part.n)
-		return
-	}
-	// While the handler works (retrying through a stream leader election,
-	// say) and this instance still owns the partition, the command is
-	// reported in progress every half ack wait, so JetStream does not
-	// deliver it again under the handler's feet; for at most maxHold, after
-	// which its requester has stopped waiting anyway. Once the partition
-	// has moved, the ack wait runs out and the new owner gets the command.
-	progress := time.NewTicker(s.cfg.AckWait / 2)
-	defer progress.Stop()
-	hold := time.NewTimer(maxHold)
-	defer hold.Stop()
-	lastProgress := time.Now()
-	for done := false; !done; {
-		select {
-		case <-wm.Acked():
-			err, done = msg.Ack(), true
-		case <-wm.Nacked():
-			err, done = msg.NakWithDelay(nakDelay), true
-		case <-progress.C:
-			switch {
-			case s.owns(part):
-				_ = msg.InProgress() // lost in an election: the ack wait then runs out, as without it
-				lastProgress = time.Now()
-			case time.Since(lastProgress) >= s.cfg.AckWait:
-				s.log.Warn("a command outlived the ack wait after its partition moved; the new owner gets it", "partition", part.n, "uuid", wm.UUID)
-				done = true
-			}
-		case <-hold.C:
-			s.log.Warn("a command took longer than its longest hold; JetStream delivers it again", "partition", part.n, "uuid", wm.UUID, "hold", maxHold)
-			done = true
-		}
-	}
-	if err != nil {
-		s.log.Warn("acknowledging a command failed; JetStream delivers it again", "partition", part.n, "err", err)
-	}
-}
-
 // owns reports whether this instance holds the partition's pin.
 func (s *partitionSubscriber) owns(part *partition) bool {
 	part.mu.Lock()
@@ -334,8 +285,9 @@ func (s *partitionSubscriber) owns(part *partition) bool {
 }
 
 // handOver gives the partition away if this instance owns it: unpinned,
-// the partition's next command goes to a standby pull at once (after the
-// command this instance holds, if any, is acknowledged: one in flight).
+// the partition goes to a standby pull at once. The commands this instance
+// has not started go back to JetStream; the new owner applies them once
+// those this instance started are acknowledged (see partition.go).
 func (s *partitionSubscriber) handOver(part *partition, why string) {
 	part.mu.Lock()
 	pin := part.pin

@@ -61,8 +61,9 @@ func (c *ProcessorConfig) defaults() {
 }
 
 // Processor applies commands to twin records. It runs one Watermill handler
-// per command partition; each handler holds one command at a time, so the
-// commands of a device are applied in the order they were stored. Of
+// per command partition; each holds many commands at once, but one of each
+// device at a time, so the commands of a device are applied in the order
+// they were stored (see partition.go). Of
 // several instances on one NATS, each partition is processed by one at a
 // time, its owner, and partitions move when an instance stops or dies (see
 // ownership.go and Owned). The
@@ -124,7 +125,7 @@ func NewProcessor(ctx context.Context, cfg ProcessorConfig, nc, subConn *nats.Co
 		return nil, err
 	}
 	p := &Processor{cfg: cfg, js: js, nc: nc, store: store, events: events, router: router, log: log,
-		jobs: make(chan *job, cfg.Topology.Partitions), batchesDone: make(chan struct{})}
+		jobs: make(chan *job, maxBatch), batchesDone: make(chan struct{})}
 	if cfg.CacheSize > 0 {
 		p.cache = newRecordCache(cfg.CacheSize)
 	}

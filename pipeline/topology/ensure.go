@@ -227,9 +227,10 @@ func consumerConfigs(cfg Config) []consumer {
 			AckPolicy:     jetstream.AckExplicitPolicy,
 			AckWait:       cfg.AckWait,
 			DeliverPolicy: jetstream.DeliverAllPolicy,
-			// One command in flight per partition: a device's commands are
-			// applied strictly in the order they were stored, redeliveries included.
-			MaxAckPending: 1,
+			// The owner holds up to InFlight commands and applies each
+			// device's in the order they were stored (see pipeline's
+			// ownership.go). Existing consumers are updated to it at start.
+			MaxAckPending: cfg.InFlight,
 			MaxDeliver:    -1,
 			// One instance at a time pulls the partition: the one holding
 			// the pin, until it unpins or stops pulling for PinnedTTL.

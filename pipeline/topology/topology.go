@@ -130,6 +130,11 @@ type Config struct {
 	// redelivers it (default 4 s). It bounds how long a partition stalls
 	// after a crash: the command its owner held comes back after AckWait.
 	AckWait time.Duration
+	// InFlight is how many commands of one partition its owner may hold at
+	// once (default 256): the partition consumer's MaxAckPending. The owner
+	// applies each device's commands one at a time, in the order they were
+	// stored, and the commands of different devices side by side.
+	InFlight int
 	// PinnedTTL is how long a partition stays pinned to an instance that
 	// stopped pulling (default 4 s). Owners pull every PinnedTTL/2, so a live
 	// owner keeps its pins; a dead one loses them PinnedTTL after its last
@@ -156,6 +161,9 @@ func (c *Config) defaults() {
 	}
 	if c.PinnedTTL == 0 {
 		c.PinnedTTL = 4 * time.Second
+	}
+	if c.InFlight == 0 {
+		c.InFlight = 256
 	}
 	if c.DuplicateWindow == 0 {
 		c.DuplicateWindow = 2 * time.Minute
@@ -186,6 +194,9 @@ func (c Config) Validate() error {
 	}
 	if c.AckWait < time.Second {
 		errs = append(errs, fmt.Errorf("ack wait must be at least 1s, got %s", c.AckWait))
+	}
+	if c.InFlight < 1 || c.InFlight > 10_000 {
+		errs = append(errs, fmt.Errorf("commands in flight per partition must be between 1 and 10000, got %d", c.InFlight))
 	}
 	if c.PinnedTTL < 2*time.Second {
 		errs = append(errs, fmt.Errorf("pinned TTL must be at least 2s, got %s", c.PinnedTTL))
