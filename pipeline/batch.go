@@ -158,19 +158,10 @@ func (p *Processor) applyBatch(jobs []*job) {
 // starts publishing its event; anything else marks the item slow.
 func (p *Processor) decideItem(ctx context.Context, it *batchItem) {
 	cmd := it.job.cmd
-	rec, rev, cached := p.cache.get(cmd.DeviceID)
-	if cmd.Kind == KindDeviceGet {
-		cached = false // reads see other instances' changes: from the bucket
-	}
-	if !cached {
-		var err error
-		if rec, rev, err = p.store.load(ctx, cmd.DeviceID); err != nil {
-			it.slow = true
-			return
-		}
-		if rec != nil {
-			p.cache.put(cmd.DeviceID, rec, rev)
-		}
+	rec, rev, cached, err := p.recordFor(ctx, cmd)
+	if err != nil {
+		it.slow = true
+		return
 	}
 	it.rev = rev
 	if rec != nil && rec.applied(cmd.ID) {

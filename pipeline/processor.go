@@ -1,15 +1,12 @@
 package pipeline
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -19,7 +16,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/twinhub/twinhub/pipeline/topology"
-	"github.com/twinhub/twinhub/pipeline/twin"
 )
 
 // ReplyHeader names the NATS header that carries the subject a command's
@@ -276,21 +272,9 @@ type change struct {
 func (p *Processor) apply(ctx context.Context, cmd Command, published bool) (Result, string, error) {
 	const attempts = 4
 	for range attempts {
-		// Writes may start from the cache: the compare-and-swap catches a
-		// stale entry. Reads must not, or another instance's change would
-		// be missed; they read the record from the bucket.
-		rec, rev, cached := p.cache.get(cmd.DeviceID)
-		if cmd.Kind == KindDeviceGet {
-			cached = false
-		}
-		if !cached {
-			var err error
-			if rec, rev, err = p.store.load(ctx, cmd.DeviceID); err != nil {
-				return Result{}, "", err
-			}
-			if rec != nil {
-				p.cache.put(cmd.DeviceID, rec, rev)
-			}
+		rec, rev, cached, err := p.recordFor(ctx, cmd)
+		if err != nil {
+			return Result{}, "", err
 		}
 		if rec != nil && rec.applied(cmd.ID) {
 			if published {
@@ -343,6 +327,27 @@ func (p *Processor) apply(ctx context.Context, cmd Command, published bool) (Res
 		return answer(cmd, ch.next), "applied", nil
 	}
 	return Result{}, "", fmt.Errorf("applying %s to %s: record kept changing under us after %d attempts; is another writer active?", cmd.Kind, cmd.DeviceID, attempts)
+}
+
+// recordFor reads the record cmd applies to, and its revision. Writes may
+// start from the cache (cached is then true): the compare-and-swap catches a
+// stale entry. Reads must not, or another instance's change would be
+// missed; they read the record from the bucket.
+func (p *Processor) recordFor(ctx context.Context, cmd Command) (rec *Record, rev uint64, cached bool, err error) {
+	rec, rev, cached = p.cache.get(cmd.DeviceID)
+	if cmd.Kind == KindDeviceGet {
+		cached = false
+	}
+	if cached {
+		return rec, rev, true, nil
+	}
+	if rec, rev, err = p.store.load(ctx, cmd.DeviceID); err != nil {
+		return nil, 0, false, err
+	}
+	if rec != nil {
+		p.cache.put(cmd.DeviceID, rec, rev)
+	}
+	return rec, rev, false, nil
 }
 
 func lastSeq(rec *Record) uint64 {
@@ -459,272 +464,4 @@ func checkNext(rec *Record, ev *Event) error {
 		return fmt.Errorf("event version %d does not follow record version %d", ev.Version, rec.Twin.Version)
 	}
 	return nil
-}
-
-// answer is the successful result of cmd given the record it produced or read.
-func answer(cmd Command, rec *Record) Result {
-	res := Result{CommandID: cmd.ID, Status: http.StatusOK}
-	switch cmd.Kind {
-	case KindDeviceGet:
-		res.Body = rec.Twin.DeviceView()
-		res.Version = rec.Twin.Version
-	case KindPatchReported:
-		res.Status = http.StatusNoContent
-		res.Version = rec.Twin.Reported.Version
-	case KindPatchTwin, KindReplaceTwin:
-		b, err := json.Marshal(rec.Twin)
-		if err != nil {
-			panic("BUG: marshalling a twin: " + err.Error())
-		}
-		res.Body = b
-		res.Version = rec.Twin.Version
-	case KindCreateDevice, KindUpdateDevice:
-		res.Body = rec.documentJSON()
-	case KindDeleteDevice, KindConnection:
-		res.Status = http.StatusNoContent
-	}
-	return res
-}
-
-// decide validates cmd against the record and computes the change it makes.
-// It returns either a change or a final result (a read, or a rejection).
-func decide(cmd Command, rec *Record, now time.Time) (*change, Result) {
-	now = now.UTC().Truncate(100 * time.Nanosecond)
-	if err := twin.ValidateDeviceID(cmd.DeviceID); err != nil {
-		return nil, Failure(cmd.ID, http.StatusBadRequest, "ArgumentInvalid", "%v", err)
-	}
-	if cmd.Kind != KindCreateDevice && !rec.Exists() {
-		return nil, notFound(cmd)
-	}
-	ev := &Event{DeviceID: cmd.DeviceID, Time: twin.FormatTime(now), CommandID: cmd.ID, Source: SourceBackend}
-	if rec.Exists() {
-		ev.GenerationID = rec.Identity.GenerationID
-	}
-	invalid := func(err error) (*change, Result) {
-		return nil, Failure(cmd.ID, http.StatusBadRequest, "ArgumentInvalid", "%v", err)
-	}
-	switch cmd.Kind {
-	case KindDeviceGet:
-		return nil, answer(cmd, rec)
-
-	case KindPatchReported:
-		if _, err := twin.ParseObject(cmd.Body); err != nil {
-			return invalid(err)
-		}
-		ev.Op, ev.Source = OpUpdateTwin, SourceDevice
-		ev.Patch.Properties = &EventProperties{Reported: compact(cmd.Body)}
-
-	case KindPatchTwin, KindReplaceTwin:
-		if r, ok := checkEtag(cmd, rec.Twin.ETag()); !ok {
-			return nil, r
-		}
-		body, err := serviceBody(cmd.Body)
-		if err != nil {
-			return invalid(err)
-		}
-		if ev.Patch, err = servicePatch(cmd.Kind, body, rec.Twin); err != nil {
-			return invalid(err)
-		}
-		ev.Op = OpUpdateTwin
-		if cmd.Kind == KindReplaceTwin {
-			ev.Op = OpReplaceTwin
-		} else if ev.Patch.Tags == nil && ev.Patch.Properties == nil {
-			return nil, answer(cmd, rec) // nothing to change
-		}
-
-	case KindCreateDevice:
-		if rec.Exists() {
-			return nil, Failure(cmd.ID, http.StatusConflict, "DeviceAlreadyExists", "device %q already exists", cmd.DeviceID)
-		}
-		body, err := parseDeviceBody(cmd.Body, cmd.DeviceID)
-		if err != nil {
-			return invalid(err)
-		}
-		ev.Op, ev.GenerationID, ev.Status = OpCreateDevice, newGenerationID(now), body.Status
-		next, err := applyEvent(rec, ev)
-		if err != nil {
-			return invalid(err)
-		}
-		next.Identity.PrimaryKey, next.Identity.SecondaryKey = newKey(), newKey()
-		if a := body.Authentication; a != nil && a.SymmetricKey != nil {
-			if k := a.SymmetricKey.PrimaryKey; k != "" {
-				next.Identity.PrimaryKey = k
-			}
-			if k := a.SymmetricKey.SecondaryKey; k != "" {
-				next.Identity.SecondaryKey = k
-			}
-		}
-		if body.StatusReason != nil {
-			next.Twin.StatusReason = *body.StatusReason
-		}
-		ev.fill(next, rec)
-		return &change{next: next, ev: ev}, Result{}
-
-	case KindUpdateDevice:
-		if r, ok := checkEtag(cmd, rec.Identity.DeviceEtag()); !ok {
-			return nil, r
-		}
-		body, err := parseDeviceBody(cmd.Body, cmd.DeviceID)
-		if err != nil {
-			return invalid(err)
-		}
-		next := rec.clone()
-		if body.Status != "" && body.Status != next.Twin.Status {
-			next.Twin.Status = body.Status
-			next.Twin.StatusUpdateTime = now
-		}
-		if body.StatusReason != nil {
-			next.Twin.StatusReason = *body.StatusReason
-		}
-		if a := body.Authentication; a != nil && a.SymmetricKey != nil {
-			if k := a.SymmetricKey.PrimaryKey; k != "" {
-				next.Identity.PrimaryKey = k
-			}
-			if k := a.SymmetricKey.SecondaryKey; k != "" {
-				next.Identity.SecondaryKey = k
-			}
-		}
-		next.Identity.Etag++
-		next.remember(cmd.ID)
-		return &change{next: next}, Result{}
-
-	case KindDeleteDevice:
-		if r, ok := checkEtag(cmd, rec.Identity.DeviceEtag()); !ok {
-			return nil, r
-		}
-		ev.Op = OpDeleteDevice
-
-	case KindConnection:
-		next := rec.clone()
-		if cmd.Connected {
-			next.Twin.ConnectionState = "Connected"
-		} else {
-			next.Twin.ConnectionState = "Disconnected"
-		}
-		next.Identity.ConnectionStateUpdatedTime = now
-		next.Twin.LastActivityTime = now
-		next.remember(cmd.ID)
-		return &change{next: next}, Result{}
-
-	default:
-		return nil, Failure(cmd.ID, http.StatusBadRequest, "ArgumentInvalid", "unknown command kind %q", cmd.Kind)
-	}
-	next, err := applyEvent(rec, ev)
-	if err != nil {
-		return invalid(err)
-	}
-	ev.fill(next, rec)
-	return &change{next: next, ev: ev}, Result{}
-}
-
-// checkEtag enforces If-Match: empty or "*" matches anything; otherwise the
-// (quoted or bare) etag must equal the current one.
-func checkEtag(cmd Command, current string) (Result, bool) {
-	want := strings.TrimSpace(cmd.IfMatch)
-	want = strings.TrimPrefix(want, "W/")
-	if unq, err := strconv.Unquote(want); err == nil {
-		want = unq
-	}
-	if want == "" || want == "*" || want == current {
-		return Result{}, true
-	}
-	return Failure(cmd.ID, http.StatusPreconditionFailed, "PreconditionFailed",
-		"etag %q does not match the current etag %q; read the twin again and retry", want, current), false
-}
-
-// serviceSections is what a back-end twin patch or replacement asks of
-// tags and properties.desired: a section is absent (nil, unless cleared), an
-// object, or null as a whole (cleared).
-type serviceSections struct {
-	tags, desired           map[string]any
-	clearTags, clearDesired bool
-}
-
-// serviceBody extracts tags and properties.desired from a back-end twin
-// patch or replacement. Other twin fields (deviceId, etag, version, …) are
-// ignored as IoT Hub does; properties.reported is refused, and so is
-// "properties": null, which would reach into reported.
-func serviceBody(body json.RawMessage) (serviceSections, error) {
-	var s serviceSections
-	doc, err := twin.ParseObject(body)
-	if err != nil {
-		return s, err
-	}
-	section := func(m map[string]any, key, path string) (map[string]any, bool, error) {
-		v, ok := m[key]
-		switch v := v.(type) {
-		case nil:
-			return nil, ok, nil
-		case map[string]any:
-			return v, false, nil
-		default:
-			return nil, false, fmt.Errorf("%s must be an object, or null to delete all of it", path)
-		}
-	}
-	if s.tags, s.clearTags, err = section(doc, "tags", "tags"); err != nil {
-		return s, err
-	}
-	props, present := doc["properties"]
-	switch props := props.(type) {
-	case nil:
-		if present {
-			return s, errors.New(`properties cannot be null: to delete every desired property send {"properties":{"desired":null}}`)
-		}
-	case map[string]any:
-		if _, ok := props["reported"]; ok {
-			return s, errors.New("properties.reported can only be changed by the device")
-		}
-		if s.desired, s.clearDesired, err = section(props, "desired", "properties.desired"); err != nil {
-			return s, err
-		}
-	default:
-		return s, errors.New("properties must be an object")
-	}
-	return s, nil
-}
-
-// servicePatch is the change event's patch for a back-end twin command on
-// current. A PATCH passes its merge patches on; a section set to null
-// becomes the patch that nulls each of its keys (twin.ClearPatch). A
-// replacement becomes the new tags and desired, each with a null for every
-// key it removes (twin.ReplacePatches). Either way the event states every
-// deletion, so the device's desired notification and the change stream's
-// consumers see it.
-func servicePatch(kind Kind, s serviceSections, current *twin.Twin) (EventPatch, error) {
-	var p EventPatch
-	tags, desired := s.tags, s.desired
-	if kind == KindReplaceTwin {
-		var err error
-		if tags, desired, err = twin.ReplacePatches(current, tags, desired); err != nil {
-			return p, err
-		}
-	} else {
-		if s.clearTags {
-			tags = twin.ClearPatch(current.Tags)
-		}
-		if s.clearDesired {
-			desired = twin.ClearPatch(current.Desired.Props)
-		}
-	}
-	var err error
-	if tags != nil {
-		if p.Tags, err = json.Marshal(tags); err != nil {
-			return p, err
-		}
-	}
-	if desired != nil {
-		p.Properties = &EventProperties{}
-		if p.Properties.Desired, err = json.Marshal(desired); err != nil {
-			return p, err
-		}
-	}
-	return p, nil
-}
-
-func compact(raw json.RawMessage) json.RawMessage {
-	var b bytes.Buffer
-	if err := json.Compact(&b, raw); err != nil {
-		return raw
-	}
-	return b.Bytes()
 }

@@ -121,3 +121,17 @@ func parseDeviceBody(raw json.RawMessage, deviceID string) (deviceBody, error) {
 	}
 	return b, nil
 }
+
+// applyKeys sets the symmetric keys the body gives (an empty one is kept).
+func (b deviceBody) applyKeys(id *Identity) {
+	a := b.Authentication
+	if a == nil || a.SymmetricKey == nil {
+		return
+	}
+	if k := a.SymmetricKey.PrimaryKey; k != "" {
+		id.PrimaryKey = k
+	}
+	if k := a.SymmetricKey.SecondaryKey; k != "" {
+		id.SecondaryKey = k
+	}
+}
