@@ -131,7 +131,7 @@ func cmdBench(ctx context.Context, args []string) error {
 	jsonOut := fs.String("json", "", "also write the results as JSON to this file")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run (embedded hub included) to this file")
 	memProfile := fs.String("memprofile", "", "write a heap profile at the end to this file")
-	mqttURL := fs.String("mqtt", "", "broker of the hub under test (default: its own embedded hub's)")
+	mqttURL := fs.String("mqtt", "", "broker of the hub under test (default: its own embedded hub's); a comma-separated list spreads the devices over several instances")
 	natsURL := fs.String("nats", "", "NATS URL with credentials of the hub under test, for event latency and the JetStream baseline (default: the embedded hub's); "+
 		"`twinhub nats-credentials --user twinhub` prints it (the events user suffices without --baseline)")
 	history := fs.String("history", "auto", "the embedded hub keeps history in a local ClickHouse: auto (when installed), on or off")
@@ -433,7 +433,9 @@ func dialFleet(ctx context.Context, c benchConfig, ids, keys []string) ([]*mqttb
 		opts := mqttbridge.DeviceOptions{Username: ids[i], QoS: byte(c.qos), Password: devicePassword(ids[i], keys[i])}
 		dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
-		d, err := mqttbridge.DialDevice(dctx, c.mqttURL, ids[i], opts)
+		// Devices spread over the brokers round robin (several instances).
+		urls := strings.Split(c.mqttURL, ",")
+		d, err := mqttbridge.DialDevice(dctx, urls[i%len(urls)], ids[i], opts)
 		devs[i] = d
 		return err
 	})
@@ -799,7 +801,7 @@ func benchRawBroker(ctx context.Context, c benchConfig, ids, keys []string) *sta
 		// Exits when the phase ends.
 		go func() {
 			defer wg.Done()
-			opts := paho.NewClientOptions().AddBroker(c.mqttURL).SetClientID(id).SetUsername(id).SetPassword(devicePassword(id, keys[i]))
+			opts := paho.NewClientOptions().AddBroker(strings.Split(c.mqttURL, ",")[0]).SetClientID(id).SetUsername(id).SetPassword(devicePassword(id, keys[i]))
 			got := make(chan struct{}, 1)
 			topic := "devices/" + id + "/raw"
 			opts.SetOnConnectHandler(func(cl paho.Client) {
