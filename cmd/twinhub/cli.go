@@ -16,6 +16,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/twinhub/twinhub/bridge/sas"
 )
 
@@ -32,6 +34,7 @@ type clientFlags struct {
 }
 
 func addClientFlags(fs *envFlags) clientFlags {
+	fs.env = clientEnv
 	return clientFlags{
 		server:     fs.String("server", "http://127.0.0.1:8080", "URL of the twinhub HTTP API"),
 		dataDir:    fs.String("data-dir", "./data", "data directory of a local twinhub, whose iothubowner policy signs the requests"),
@@ -128,135 +131,151 @@ func printJSON(b []byte) {
 	os.Stdout.Write(out.Bytes())
 }
 
-func cmdDevice(ctx context.Context, args []string) error {
-	const use = "usage: twinhub device create|get|list|delete [flags] [device-id]"
-	if len(args) == 0 {
-		return errors.New(use)
-	}
-	sub, args := args[0], args[1:]
-	fs := flagSet("device " + sub)
+// clientCommand is a client subcommand: its flags are the client flags
+// plus what declare adds; do runs it with a client of the hub.
+func clientCommand(use, short string, args cobra.PositionalArgs, declare func(fs *envFlags) func(ctx context.Context, api *apiClient, args []string) error) *cobra.Command {
+	cmd := &cobra.Command{Use: use, Short: short, Args: args}
+	fs := &envFlags{FlagSet: cmd.Flags()}
 	cf := addClientFlags(fs)
-	status := fs.String("status", "", "create: initial status, enabled or disabled")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	api, err := cf.client()
-	if err != nil {
-		return err
-	}
-	id := func() (string, error) {
-		if fs.NArg() != 1 {
-			return "", fmt.Errorf("usage: twinhub device %s [flags] <device-id>", sub)
+	do := declare(fs)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if err := fs.Err(); err != nil {
+			return err
 		}
-		return url.PathEscape(fs.Arg(0)), nil
-	}
-	var out []byte
-	switch sub {
-	case "create":
-		d, err := id()
+		api, err := cf.client()
 		if err != nil {
 			return err
 		}
-		body, _ := json.Marshal(map[string]any{"deviceId": fs.Arg(0), "status": *status})
-		out, err = api.call(ctx, http.MethodPut, "/devices/"+d, body, nil)
-		if err != nil {
-			return err
-		}
-	case "get":
-		d, err := id()
-		if err != nil {
-			return err
-		}
-		if out, err = api.call(ctx, http.MethodGet, "/devices/"+d, nil, nil); err != nil {
-			return err
-		}
-	case "list":
-		if out, err = api.call(ctx, http.MethodGet, "/devices", nil, nil); err != nil {
-			return err
-		}
-	case "delete":
-		d, err := id()
-		if err != nil {
-			return err
-		}
-		if _, err = api.call(ctx, http.MethodDelete, "/devices/"+d, nil, map[string]string{"If-Match": `"*"`}); err != nil {
-			return err
-		}
-		fmt.Println("deleted", fs.Arg(0))
-		return nil
-	default:
-		return fmt.Errorf("unknown device command %q; %s", sub, use)
+		return do(cmd.Context(), api, args)
 	}
-	printJSON(out)
-	return nil
+	return cmd
 }
 
-func cmdTwin(ctx context.Context, args []string) error {
-	const use = "usage: twinhub twin get [--as-of TIME] <device-id> | twin update [--tags JSON] [--desired JSON] [--etag ETAG] <device-id> | " +
-		"twin history [--from TIME] [--to TIME] [--limit N] [--all] <device-id>"
-	if len(args) == 0 {
-		return errors.New(use)
-	}
-	sub, args := args[0], args[1:]
-	fs := flagSet("twin " + sub)
-	cf := addClientFlags(fs)
-	tags := fs.String("tags", "", "update: tags merge patch, a JSON object")
-	desired := fs.String("desired", "", "update: desired properties merge patch, a JSON object")
-	etag := fs.String("etag", "", "update: only apply if the twin still has this etag (default: unconditional)")
-	replace := fs.Bool("replace", false, "update: replace tags and desired instead of merging")
-	hist := twinHistoryFlags(fs)
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	api, err := cf.client()
-	if err != nil {
-		return err
-	}
-	if fs.NArg() != 1 {
-		return errors.New(use)
-	}
-	path := "/twins/" + url.PathEscape(fs.Arg(0))
-	var out []byte
-	switch sub {
-	case "get":
-		out, err = api.call(ctx, http.MethodGet, path+hist.asOfQuery(), nil, nil)
-	case "history":
-		out, err = hist.fetch(ctx, api, path)
-	case "update":
-		patch := map[string]json.RawMessage{}
-		if *tags != "" {
-			if !json.Valid([]byte(*tags)) {
-				return fmt.Errorf("--tags is not valid JSON: %s", *tags)
-			}
-			patch["tags"] = json.RawMessage(*tags)
-		}
-		if *desired != "" {
-			if !json.Valid([]byte(*desired)) {
-				return fmt.Errorf("--desired is not valid JSON: %s", *desired)
-			}
-			patch["properties"] = json.RawMessage(`{"desired":` + *desired + `}`)
-		}
-		if len(patch) == 0 && !*replace {
-			return errors.New("twin update needs --tags and/or --desired")
-		}
-		body, _ := json.Marshal(patch)
-		method := http.MethodPatch
-		if *replace {
-			method = http.MethodPut
-		}
-		ifMatch := `"*"`
-		if *etag != "" {
-			ifMatch = strconv.Quote(*etag)
-		}
-		out, err = api.call(ctx, method, path, body, map[string]string{"If-Match": ifMatch})
-	default:
-		return fmt.Errorf("unknown twin command %q; %s", sub, use)
-	}
-	if err != nil {
-		return err
-	}
-	printJSON(out)
-	return nil
+func newDeviceCommand() *cobra.Command {
+	cmd := &cobra.Command{Use: "device", Short: "manage the device registry of a running hub", Args: noArgs, RunE: groupRunE}
+	cmd.AddCommand(
+		clientCommand("create <device-id>", "register a device (the hub generates its keys)", exactArgs("device-id"),
+			func(fs *envFlags) func(context.Context, *apiClient, []string) error {
+				status := fs.String("status", "", "initial status, enabled or disabled (default enabled)")
+				return func(ctx context.Context, api *apiClient, args []string) error {
+					body, _ := json.Marshal(map[string]any{"deviceId": args[0], "status": *status})
+					out, err := api.call(ctx, http.MethodPut, "/devices/"+url.PathEscape(args[0]), body, nil)
+					if err != nil {
+						return err
+					}
+					printJSON(out)
+					return nil
+				}
+			}),
+		clientCommand("get <device-id>", "print a device's registry entry (keys included)", exactArgs("device-id"),
+			func(fs *envFlags) func(context.Context, *apiClient, []string) error {
+				return func(ctx context.Context, api *apiClient, args []string) error {
+					out, err := api.call(ctx, http.MethodGet, "/devices/"+url.PathEscape(args[0]), nil, nil)
+					if err != nil {
+						return err
+					}
+					printJSON(out)
+					return nil
+				}
+			}),
+		clientCommand("list", "list the registered devices", noArgs,
+			func(fs *envFlags) func(context.Context, *apiClient, []string) error {
+				return func(ctx context.Context, api *apiClient, _ []string) error {
+					out, err := api.call(ctx, http.MethodGet, "/devices", nil, nil)
+					if err != nil {
+						return err
+					}
+					printJSON(out)
+					return nil
+				}
+			}),
+		clientCommand("delete <device-id>", "delete a device and its twin", exactArgs("device-id"),
+			func(fs *envFlags) func(context.Context, *apiClient, []string) error {
+				return func(ctx context.Context, api *apiClient, args []string) error {
+					if _, err := api.call(ctx, http.MethodDelete, "/devices/"+url.PathEscape(args[0]), nil, map[string]string{"If-Match": `"*"`}); err != nil {
+						return err
+					}
+					fmt.Println("deleted", args[0])
+					return nil
+				}
+			}),
+	)
+	return cmd
+}
+
+func newTwinCommand() *cobra.Command {
+	cmd := &cobra.Command{Use: "twin", Short: "read and change twins, read their history", Args: noArgs, RunE: groupRunE}
+	cmd.AddCommand(
+		clientCommand("get <device-id>", "print a device's twin, now or as it was at a time (--as-of)", exactArgs("device-id"),
+			func(fs *envFlags) func(context.Context, *apiClient, []string) error {
+				asOf := fs.String("as-of", "", "the twin as it was at this RFC 3339 time, rebuilt from its history")
+				return func(ctx context.Context, api *apiClient, args []string) error {
+					path := "/twins/" + url.PathEscape(args[0])
+					if *asOf != "" {
+						path += "?asOf=" + url.QueryEscape(*asOf)
+					}
+					out, err := api.call(ctx, http.MethodGet, path, nil, nil)
+					if err != nil {
+						return err
+					}
+					printJSON(out)
+					return nil
+				}
+			}),
+		clientCommand("update <device-id>", "change a twin's tags and desired properties (JSON merge patches)", exactArgs("device-id"),
+			func(fs *envFlags) func(context.Context, *apiClient, []string) error {
+				tags := fs.String("tags", "", "tags merge patch, a JSON object")
+				desired := fs.String("desired", "", "desired properties merge patch, a JSON object")
+				etag := fs.String("etag", "", "only apply if the twin still has this etag (default: unconditional)")
+				replace := fs.Bool("replace", false, "replace tags and desired instead of merging")
+				return func(ctx context.Context, api *apiClient, args []string) error {
+					patch := map[string]json.RawMessage{}
+					if *tags != "" {
+						if !json.Valid([]byte(*tags)) {
+							return fmt.Errorf("--tags is not valid JSON: %s", *tags)
+						}
+						patch["tags"] = json.RawMessage(*tags)
+					}
+					if *desired != "" {
+						if !json.Valid([]byte(*desired)) {
+							return fmt.Errorf("--desired is not valid JSON: %s", *desired)
+						}
+						patch["properties"] = json.RawMessage(`{"desired":` + *desired + `}`)
+					}
+					if len(patch) == 0 && !*replace {
+						return usageError{errors.New("twin update needs --tags and/or --desired")}
+					}
+					body, _ := json.Marshal(patch)
+					method := http.MethodPatch
+					if *replace {
+						method = http.MethodPut
+					}
+					ifMatch := `"*"`
+					if *etag != "" {
+						ifMatch = strconv.Quote(*etag)
+					}
+					out, err := api.call(ctx, method, "/twins/"+url.PathEscape(args[0]), body, map[string]string{"If-Match": ifMatch})
+					if err != nil {
+						return err
+					}
+					printJSON(out)
+					return nil
+				}
+			}),
+		clientCommand("history <device-id>", "print a twin's change events, newest first", exactArgs("device-id"),
+			func(fs *envFlags) func(context.Context, *apiClient, []string) error {
+				hist := twinHistoryFlags(fs)
+				return func(ctx context.Context, api *apiClient, args []string) error {
+					out, err := hist.fetch(ctx, api, "/twins/"+url.PathEscape(args[0]))
+					if err != nil {
+						return err
+					}
+					printJSON(out)
+					return nil
+				}
+			}),
+	)
+	return cmd
 }
 
 // deviceConnectionString returns the connection string of deviceID, built
@@ -277,43 +296,55 @@ func (c *apiClient) deviceConnectionString(ctx context.Context, deviceID, hostNa
 	return sas.ConnectionString{HostName: hostName, DeviceID: deviceID, SharedAccessKey: d.Authentication.SymmetricKey.PrimaryKey}, nil
 }
 
-// cmdConnectionString prints IoT Hub connection strings for a policy or a device.
-func cmdConnectionString(ctx context.Context, args []string) error {
-	fs := flagSet("connection-string")
+func newConnectionStringCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "connection-string",
+		Short: "print an IoT Hub connection string for a policy or a device, for Azure SDKs",
+		Args:  noArgs,
+	}
+	fs := &envFlags{FlagSet: cmd.Flags()}
 	cf := addClientFlags(fs)
 	policy := fs.String("policy", sas.OwnerPolicy, "shared access policy: iothubowner, service, device, registryRead or registryReadWrite")
 	device := fs.String("device", "", "print the device's connection string instead")
-	hostnames := fs.String("hostname", sas.LocalHost, "HostName in the connection string (the name clients connect to): localhost or one of the hub's names; "+
-		"of a comma-separated list, as `twinhub run --hostname` takes, the first")
+	hostname := fs.String("hostname", sas.LocalHost, "HostName in the connection string (the name clients connect to): localhost or one of the hub's --hostname names")
 	gateway := fs.String("gateway", "", "device: GatewayHostName, e.g. localhost:8883, to point unchanged Azure device SDKs at another port")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	// TWINHUB_HOSTNAME is shared with `twinhub run`, whose first name is
-	// the one connection strings print.
-	first, _, _ := strings.Cut(*hostnames, ",")
-	host := cmp.Or(strings.TrimSpace(first), sas.LocalHost)
-	if *device != "" {
-		api, err := cf.client()
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if err := fs.Err(); err != nil {
+			return err
+		}
+		host := cmp.Or(strings.TrimSpace(*hostname), sas.LocalHost)
+		if *device != "" {
+			api, err := cf.client()
+			if err != nil {
+				return err
+			}
+			cs, err := api.deviceConnectionString(cmd.Context(), *device, host)
+			if err != nil {
+				return err
+			}
+			cs.GatewayHostName = *gateway
+			fmt.Println(cs)
+			return nil
+		}
+		p, err := cf.policy(*policy)
 		if err != nil {
 			return err
 		}
-		cs, err := api.deviceConnectionString(ctx, *device, host)
-		if err != nil {
-			return err
-		}
-		cs.GatewayHostName = *gateway
-		fmt.Println(cs)
+		fmt.Println(sas.ConnectionString{HostName: host, SharedAccessKeyName: p.Name, SharedAccessKey: p.PrimaryKey})
 		return nil
 	}
-	ps, err := sas.LoadPolicies(filepath.Join(*cf.dataDir, "policies.json"))
+	return cmd
+}
+
+// policy reads a shared access policy from the hub's data directory.
+func (f clientFlags) policy(name string) (*sas.Policy, error) {
+	ps, err := sas.LoadPolicies(filepath.Join(*f.dataDir, "policies.json"))
 	if err != nil {
-		return fmt.Errorf("reading the hub's policies (is --data-dir right?): %w", err)
+		return nil, fmt.Errorf("reading the hub's policies (is --data-dir right?): %w", err)
 	}
-	p, ok := ps.Get(*policy)
+	p, ok := ps.Get(name)
 	if !ok {
-		return fmt.Errorf("no policy %q in %s", *policy, ps.Path())
+		return nil, fmt.Errorf("no policy %q in %s", name, ps.Path())
 	}
-	fmt.Println(sas.ConnectionString{HostName: host, SharedAccessKeyName: p.Name, SharedAccessKey: p.PrimaryKey})
-	return nil
+	return p, nil
 }

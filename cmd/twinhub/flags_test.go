@@ -84,8 +84,6 @@ func TestFlagsAnywhere(t *testing.T) {
 		{[]string{"--", "-x"}, "", []string{"-x"}},
 		{nil, "", nil},
 	} {
-		t.Setenv("TWINHUB_TAGS", "")
-		os.Unsetenv("TWINHUB_TAGS")
 		fs := flagSet("t")
 		tags := fs.String("tags", "", "tags")
 		if err := fs.Parse(tc.args); err != nil {
@@ -99,5 +97,42 @@ func TestFlagsAnywhere(t *testing.T) {
 	fs.String("tags", "", "tags")
 	if err := fs.Parse([]string{"myDeviceId", "--nope"}); err == nil {
 		t.Errorf("an unknown flag after an argument was accepted")
+	}
+}
+
+// TestClientEnvironment: the clients read only their documented
+// environment variables (TWINHUB_SERVER, TWINHUB_DATA_DIR,
+// TWINHUB_CONNECTION_STRING, TWINHUB_MQTT), not one per flag: a
+// TWINHUB_TAGS left in the environment does not become every twin
+// update's --tags, and TWINHUB_HOSTNAME (run's names) does not change the
+// HostName connection-string prints.
+func TestClientEnvironment(t *testing.T) {
+	t.Setenv("TWINHUB_TAGS", `{"stray":1}`)
+	t.Setenv("TWINHUB_REPLACE", "true")
+	t.Setenv("TWINHUB_HOSTNAME", "hub.example.com")
+	t.Setenv("TWINHUB_SERVER", "http://127.0.0.1:1")
+	root := newRootCommand()
+	update, _, err := root.Find([]string{"twin", "update"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]string{"tags": "", "replace": "false", "server": "http://127.0.0.1:1"} {
+		if got := update.Flags().Lookup(name).DefValue; got != want {
+			t.Errorf("twin update --%s defaults to %q, want %q", name, got, want)
+		}
+	}
+	cs, _, err := root.Find([]string{"connection-string"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cs.Flags().Lookup("hostname").DefValue; got != "localhost" {
+		t.Errorf("connection-string --hostname defaults to %q with TWINHUB_HOSTNAME set, want localhost", got)
+	}
+	run, _, err := root.Find([]string{"run"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := run.Flags().Lookup("hostname").DefValue; got != "hub.example.com" {
+		t.Errorf("run --hostname defaults to %q, want TWINHUB_HOSTNAME's hub.example.com", got)
 	}
 }

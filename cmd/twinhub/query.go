@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spf13/cobra"
 
 	"github.com/twinhub/twinhub/bridge/httpapi"
 	"github.com/twinhub/twinhub/queries/lang"
@@ -72,29 +73,49 @@ type badQuery struct{ error }
 func (e badQuery) Is(target error) bool { return target == httpapi.ErrBadQuery }
 func (e badQuery) Unwrap() error        { return e.error }
 
+func newQueryCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   `query "SELECT … FROM devices …"`,
+		Short: "query twins (IoT Hub's query language, plus ORDER BY)",
+		Long: `Query twins with IoT Hub's query language (plus ORDER BY) and print the rows
+as a JSON array, following continuation tokens to the last page.`,
+		Args: exactArgs("query"),
+	}
+	fs := &envFlags{FlagSet: cmd.Flags()}
+	cf := addClientFlags(fs)
+	o := queryOptions{
+		pageSize:     fs.Int("page-size", 100, "rows per request (x-ms-max-item-count, at most 1000)"),
+		onePage:      fs.Bool("one-page", false, "print only the first page; its continuation token goes to stderr"),
+		continuation: fs.String("continuation", "", "print the one page this token (from --one-page) continues with"),
+	}
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if err := fs.Err(); err != nil {
+			return err
+		}
+		if *o.pageSize < 1 {
+			return usageError{fmt.Errorf("--page-size must be at least 1, got %d", *o.pageSize)}
+		}
+		api, err := cf.client()
+		if err != nil {
+			return err
+		}
+		return cmdQuery(cmd.Context(), api, o, args[0])
+	}
+	return cmd
+}
+
+// queryOptions are the flags of `twinhub query`.
+type queryOptions struct {
+	pageSize     *int
+	onePage      *bool
+	continuation *string
+}
+
 // cmdQuery runs a twin query against a running hub and prints the rows as
 // a JSON array, following continuation tokens to the last page.
-func cmdQuery(ctx context.Context, args []string) error {
-	const use = `usage: twinhub query [--page-size N] [--one-page | --continuation TOKEN] "SELECT … FROM devices …"`
-	fs := flagSet("query")
-	cf := addClientFlags(fs)
-	pageSize := fs.Int("page-size", 100, "rows per request (x-ms-max-item-count, at most 1000)")
-	onePage := fs.Bool("one-page", false, "print only the first page; its continuation token goes to stderr")
-	continuation := fs.String("continuation", "", "print the one page this token (from --one-page) continues with")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() != 1 {
-		return errors.New(use)
-	}
-	if *pageSize < 1 {
-		return fmt.Errorf("--page-size must be at least 1, got %d", *pageSize)
-	}
-	api, err := cf.client()
-	if err != nil {
-		return err
-	}
-	body, _ := json.Marshal(map[string]string{"query": fs.Arg(0)})
+func cmdQuery(ctx context.Context, api *apiClient, o queryOptions, query string) error {
+	pageSize, onePage, continuation := o.pageSize, o.onePage, o.continuation
+	body, _ := json.Marshal(map[string]string{"query": query})
 	out := bufio.NewWriter(os.Stdout)
 	defer out.Flush()
 	out.WriteString("[")
@@ -135,7 +156,7 @@ func cmdQuery(ctx context.Context, args []string) error {
 	}
 	out.WriteString("]\n")
 	if token != "" {
-		fmt.Fprintf(os.Stderr, "more rows: twinhub query --continuation %s %q\n", token, fs.Arg(0))
+		fmt.Fprintf(os.Stderr, "more rows: twinhub query --continuation %s %q\n", token, query)
 	}
 	return nil
 }

@@ -3,9 +3,10 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/twinhub/twinhub/bridge/mqttbridge"
 	"github.com/twinhub/twinhub/bridge/sas"
@@ -15,20 +16,36 @@ import (
 // cmdDeviceSim is a simulated device: it reads its twin, reports properties,
 // and prints every desired-property change it receives (optionally
 // reporting the desired values back, as a device that applied them would).
-func cmdDeviceSim(ctx context.Context, args []string) error {
-	fs := flagSet("device-sim")
-	broker := fs.String("mqtt", "tcp://127.0.0.1:1883", "MQTT broker URL")
-	cf := addClientFlags(fs)
-	deviceCS := fs.String("device-connection-string", "", "the device's connection string (default: read its key through the API)")
-	report := fs.String("report", `{"connectivity":{"type":"cellular"}}`, "reported properties to send after connecting (empty: none)")
-	echo := fs.Bool("echo", false, "report each desired change back as reported properties")
-	if err := fs.Parse(args); err != nil {
-		return err
+func newDeviceSimCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "device-sim <device-id>",
+		Short: "a simulated device: reports properties, prints desired changes",
+		Args:  exactArgs("device-id"),
 	}
-	if fs.NArg() != 1 {
-		return errors.New("usage: twinhub device-sim [flags] <device-id>")
+	fs := &envFlags{FlagSet: cmd.Flags(), env: clientEnv}
+	o := simOptions{broker: fs.String("mqtt", "tcp://127.0.0.1:1883", "MQTT broker URL")}
+	o.client = addClientFlags(fs)
+	o.deviceCS = fs.String("device-connection-string", "", "the device's connection string (default: read its key through the API)")
+	o.report = fs.String("report", `{"connectivity":{"type":"cellular"}}`, "reported properties to send after connecting (empty: none)")
+	o.echo = fs.Bool("echo", false, "report each desired change back as reported properties")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if err := fs.Err(); err != nil {
+			return err
+		}
+		return cmdDeviceSim(cmd.Context(), o, args[0])
 	}
-	id := fs.Arg(0)
+	return cmd
+}
+
+// simOptions are the flags of `twinhub device-sim`.
+type simOptions struct {
+	broker, deviceCS, report *string
+	echo                     *bool
+	client                   clientFlags
+}
+
+func cmdDeviceSim(ctx context.Context, o simOptions, id string) error {
+	broker, deviceCS, report, echo, cf := o.broker, o.deviceCS, o.report, o.echo, o.client
 	if *report != "" {
 		if _, err := twin.ParseObject([]byte(*report)); err != nil {
 			return fmt.Errorf("--report: %w", err)
