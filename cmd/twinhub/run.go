@@ -205,6 +205,9 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 		return err
 	}
 	defer dirLock.Close()
+	if err := checkPorts(c); err != nil {
+		return err
+	}
 
 	// NATS: embedded unless --nats-url. Replies to twinhub go to a private
 	// inbox prefix (see topology.InternalInboxPrefix).
