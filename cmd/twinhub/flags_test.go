@@ -3,8 +3,10 @@ package main
 import (
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestDefaultsListenOnLoopback: with no flags, every listener twinhub opens
@@ -134,5 +136,28 @@ func TestClientEnvironment(t *testing.T) {
 	}
 	if got := run.Flags().Lookup("hostname").DefValue; got != "hub.example.com" {
 		t.Errorf("run --hostname defaults to %q, want TWINHUB_HOSTNAME's hub.example.com", got)
+	}
+}
+
+// TestRunConfigFile: `twinhub run --config FILE` takes flag names as YAML
+// keys; a flag on the command line wins over the environment, which wins
+// over the file; an unknown key is an error that names it.
+func TestRunConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "twinhub.yaml")
+	os.WriteFile(file, []byte("http-addr: 127.0.0.1:9001\nmqtt-addr: 127.0.0.1:9002\npartitions: 8\n"+
+		"hostname: [a.example, b.example]\nauth: false\nsync-interval: 1m\n"), 0o600)
+	t.Setenv("TWINHUB_MQTT_ADDR", "127.0.0.1:9003")
+	c, err := parseRunFlags([]string{"--config", file, "--partitions", "4"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.httpAddr != "127.0.0.1:9001" || c.mqttAddr != "127.0.0.1:9003" || c.partitions != 4 || c.auth ||
+		c.syncInterval != time.Minute || strings.Join(c.hostnames, ",") != "a.example,b.example" {
+		t.Errorf("file, environment and flags combined into %+v", c)
+	}
+	os.WriteFile(file, []byte("http-adr: 127.0.0.1:9001\n"), 0o600)
+	if _, err := parseRunFlags([]string{"--config", file}); err == nil || !strings.Contains(err.Error(), `"http-adr" is not a flag`) {
+		t.Errorf("a misspelt key: %v", err)
 	}
 }

@@ -172,7 +172,11 @@ func runFlags(fs *envFlags) func() (runConfig, error) {
 	pprofOn := fs.Bool("pprof", false, "serve Go profiles at /debug/pprof/ on the HTTP listener, unauthenticated (keep it on loopback)")
 	history := historyFlags(fs)
 	natsClient := natsClientFlags(fs)
+	configFile := fs.String("config", "", "YAML file of flag names and values (http-addr: 127.0.0.1:8080); flags and TWINHUB_* variables override it")
 	return func() (runConfig, error) {
+		if err := applyConfigFile(fs, *configFile); err != nil {
+			return runConfig{}, err
+		}
 		c := runConfig{dataDir: *dataDir, httpAddr: *httpAddr, mqttAddr: *mqttAddr, natsAddr: *natsAddr, natsURL: *natsURL,
 			mqttURL: *mqttURL, bridgeID: *bridgeID, partitions: *partitions, syncAlways: *syncAlways,
 			syncInterval: *syncInterval, eventMaxAge: *eventMaxAge, logLevel: *logLevel, httpRead: *httpRead,
