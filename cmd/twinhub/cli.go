@@ -111,7 +111,7 @@ func (c *apiClient) callHeader(ctx context.Context, method, path string, body []
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, nil, fmt.Errorf("is twinhub running at %s? %w", c.base, err)
+		return nil, nil, fmt.Errorf("cannot reach twinhub at %s: start it with `twinhub run`, or point --server (TWINHUB_SERVER) at it: %w", c.base, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)

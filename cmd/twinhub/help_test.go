@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net"
 	"os/exec"
 	"regexp"
 	"slices"
@@ -88,5 +89,21 @@ func TestUsageErrors(t *testing.T) {
 		if cmd.ProcessState == nil || cmd.ProcessState.ExitCode() != 2 || !strings.Contains(string(out), c.want) {
 			t.Errorf("twinhub %q: %v, output %q; want exit 2 and %q", c.args, err, out, c.want)
 		}
+	}
+}
+
+// TestUnreachableHub: a client command with no hub behind --server says
+// how to fix it.
+func TestUnreachableHub(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	cmd := exec.Command(binary, "device", "list", "--server", "http://"+addr, "--auth=false")
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "cannot reach twinhub at http://"+addr+": start it with `twinhub run`, or point --server") {
+		t.Errorf("device list without a hub: %v\n%s", err, out)
 	}
 }
