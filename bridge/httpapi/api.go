@@ -210,7 +210,7 @@ func (a *API) authorize(w http.ResponseWriter, r *http.Request, route string) bo
 	}
 	header := r.Header.Get("Authorization")
 	if header == "" {
-		return fail("missing", "the Authorization header is missing; send a SharedAccessSignature token (see `twinhub connection-string`)")
+		return fail("missing", "the Authorization header is missing; send a SharedAccessSignature token (`twinhub sas-token` prints one)")
 	}
 	policy, err := a.cfg.Policies.Authenticate(header, time.Now())
 	switch {

@@ -2,6 +2,7 @@ package mqttbridge
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -65,6 +66,9 @@ type DeviceOptions struct {
 	QoS      byte
 	Username string
 	Password string
+	// TLS configures the connection to an ssl://, tls:// or mqtts:// broker
+	// URL (nil: the system's roots).
+	TLS *tls.Config
 }
 
 // DialDevice connects a device to the broker at brokerURL (tcp://host:port)
@@ -80,7 +84,7 @@ func DialDevice(ctx context.Context, brokerURL, deviceID string, o DeviceOptions
 	opts := paho.NewClientOptions().AddBroker(brokerURL).SetClientID(o.ClientID).
 		SetUsername(o.Username).SetPassword(o.Password).
 		SetCleanSession(true).SetAutoReconnect(true).SetConnectRetry(false).
-		SetOrderMatters(false).SetKeepAlive(30 * time.Second).
+		SetOrderMatters(false).SetKeepAlive(30 * time.Second).SetTLSConfig(o.TLS).
 		SetConnectionLostHandler(func(paho.Client, error) { d.failWaiters() })
 	// subscribed reports the first connect's subscriptions to DialDevice.
 	subscribed := make(chan error, 1)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -24,6 +23,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
 
 	"github.com/twinhub/twinhub/bridge/mqttbridge"
 	"github.com/twinhub/twinhub/bridge/sas"
@@ -116,8 +116,26 @@ type benchReport struct {
 	HubPeakRSSMiB float64 `json:"hub_peak_rss_mib,omitempty"`
 }
 
-func cmdBench(ctx context.Context, args []string) error {
-	fs := flagSet("bench")
+func newBenchCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "a simulated fleet against a hub (its own embedded one by default)",
+		Args:  noArgs,
+	}
+	fs := &envFlags{FlagSet: cmd.Flags()}
+	config := benchFlags(fs)
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		c, err := config()
+		if err != nil {
+			return err
+		}
+		return runBench(cmd.Context(), c)
+	}
+	return cmd
+}
+
+// benchFlags declares `twinhub bench`'s flags; the returned func reads them after parsing.
+func benchFlags(fs *envFlags) func() (benchConfig, error) {
 	var c benchConfig
 	c.client = addClientFlags(fs)
 	devices := fs.Int("devices", 1000, "simulated devices, one MQTT connection each")
@@ -135,23 +153,19 @@ func cmdBench(ctx context.Context, args []string) error {
 	natsURL := fs.String("nats", "", "NATS URL with credentials of the hub under test, for event latency and the JetStream baseline (default: the embedded hub's); "+
 		"`twinhub nats-credentials --user twinhub` prints it (the events user suffices without --baseline)")
 	history := fs.String("history", "auto", "the embedded hub keeps history in a local ClickHouse: auto (when installed), on or off")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	c.devices, c.duration, c.rate, c.patchSize, c.qos = *devices, *duration, float64(*rate), *patchSize, *qos
-	c.fanout, c.fanoutRate, c.baseline, c.jsonOut = min(*fanout, *devices), float64(*fanoutRate), *baseline, *jsonOut
-	c.cpuProfile, c.memProfile, c.mqttURL, c.natsURL, c.history = *cpuProfile, *memProfile, *mqttURL, *natsURL, *history
-	if c.devices < 1 || c.patchSize < 16 || (c.qos != 0 && c.qos != 1) {
-		return errors.New("--devices must be ≥ 1, --patch-size ≥ 16, --qos 0 or 1")
-	}
-	userSetServer := false
-	fs.Visit(func(f *flag.Flag) {
-		if f.Name == "server" {
-			userSetServer = true
+	return func() (benchConfig, error) {
+		if err := fs.Err(); err != nil {
+			return c, err
 		}
-	})
-	c.embedded = !userSetServer
-	return runBench(ctx, c)
+		c.devices, c.duration, c.rate, c.patchSize, c.qos = *devices, *duration, float64(*rate), *patchSize, *qos
+		c.fanout, c.fanoutRate, c.baseline, c.jsonOut = min(*fanout, *devices), float64(*fanoutRate), *baseline, *jsonOut
+		c.cpuProfile, c.memProfile, c.mqttURL, c.natsURL, c.history = *cpuProfile, *memProfile, *mqttURL, *natsURL, *history
+		if c.devices < 1 || c.patchSize < 16 || (c.qos != 0 && c.qos != 1) {
+			return c, usageError{errors.New("--devices must be ≥ 1, --patch-size ≥ 16, --qos 0 or 1")}
+		}
+		c.embedded = !fs.Changed("server")
+		return c, nil
+	}
 }
 
 // freeAddr returns a loopback address with a free port.

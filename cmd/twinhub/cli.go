@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,9 +11,10 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/twinhub/twinhub/bridge/sas"
 )
@@ -29,13 +29,16 @@ type apiClient struct {
 // clientFlags are the flags every API client command takes.
 type clientFlags struct {
 	server, dataDir, connString *string
+	auth                        *bool
 }
 
 func addClientFlags(fs *envFlags) clientFlags {
+	fs.env = clientEnv
 	return clientFlags{
 		server:     fs.String("server", "http://127.0.0.1:8080", "URL of the twinhub HTTP API"),
 		dataDir:    fs.String("data-dir", "./data", "data directory of a local twinhub, whose iothubowner policy signs the requests"),
 		connString: fs.String("connection-string", "", "service connection string to sign requests with instead (HostName=…;SharedAccessKeyName=…;SharedAccessKey=…)"),
+		auth:       fs.Bool("auth", true, "sign requests (false: unsigned, for a hub running with --auth=false)"),
 	}
 }
 
@@ -51,9 +54,16 @@ func (f clientFlags) client() (*apiClient, error) {
 		}
 		return c, nil
 	}
-	ps, err := sas.LoadPolicies(filepath.Join(*f.dataDir, "policies.json"))
+	if !*f.auth {
+		return c, nil
+	}
+	file := filepath.Join(*f.dataDir, "policies.json")
+	ps, err := sas.LoadPolicies(file)
 	if errors.Is(err, os.ErrNotExist) {
-		return c, nil // a hub running with --auth=false has no policies
+		abs, _ := filepath.Abs(file)
+		return nil, fmt.Errorf("no shared access policies at %s to sign requests with: pass the hub's data directory with --data-dir "+
+			"(`twinhub run` creates them in its --data-dir, default ./data where it was started), or a --connection-string; "+
+			"a hub running with --auth=false takes --auth=false here too", abs)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("reading the owner policy (pass --connection-string or --data-dir): %w", err)
@@ -101,7 +111,7 @@ func (c *apiClient) callHeader(ctx context.Context, method, path string, body []
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, nil, fmt.Errorf("is twinhub running at %s? %w", c.base, err)
+		return nil, nil, fmt.Errorf("cannot reach twinhub at %s: start it with `twinhub run`, or point --server (TWINHUB_SERVER) at it: %w", c.base, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
@@ -118,145 +128,24 @@ func (c *apiClient) callHeader(ctx context.Context, method, path string, body []
 	return b, resp.Header, nil
 }
 
-func printJSON(b []byte) {
-	var out bytes.Buffer
-	if json.Indent(&out, b, "", "  ") != nil {
-		os.Stdout.Write(b)
-		return
-	}
-	out.WriteByte('\n')
-	os.Stdout.Write(out.Bytes())
-}
-
-func cmdDevice(ctx context.Context, args []string) error {
-	const use = "usage: twinhub device create|get|list|delete [flags] [device-id]"
-	if len(args) == 0 {
-		return errors.New(use)
-	}
-	sub, args := args[0], args[1:]
-	fs := flagSet("device " + sub)
+// clientCommand is a client subcommand: its flags are the client flags
+// plus what declare adds; do runs it with a client of the hub.
+func clientCommand(use, short string, args cobra.PositionalArgs, declare func(fs *envFlags) func(ctx context.Context, api *apiClient, args []string) error) *cobra.Command {
+	cmd := &cobra.Command{Use: use, Short: short, Args: args}
+	fs := &envFlags{FlagSet: cmd.Flags()}
 	cf := addClientFlags(fs)
-	status := fs.String("status", "", "create: initial status, enabled or disabled")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	api, err := cf.client()
-	if err != nil {
-		return err
-	}
-	id := func() (string, error) {
-		if fs.NArg() != 1 {
-			return "", fmt.Errorf("usage: twinhub device %s [flags] <device-id>", sub)
+	do := declare(fs)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if err := fs.Err(); err != nil {
+			return err
 		}
-		return url.PathEscape(fs.Arg(0)), nil
-	}
-	var out []byte
-	switch sub {
-	case "create":
-		d, err := id()
+		api, err := cf.client()
 		if err != nil {
 			return err
 		}
-		body, _ := json.Marshal(map[string]any{"deviceId": fs.Arg(0), "status": *status})
-		out, err = api.call(ctx, http.MethodPut, "/devices/"+d, body, nil)
-		if err != nil {
-			return err
-		}
-	case "get":
-		d, err := id()
-		if err != nil {
-			return err
-		}
-		if out, err = api.call(ctx, http.MethodGet, "/devices/"+d, nil, nil); err != nil {
-			return err
-		}
-	case "list":
-		if out, err = api.call(ctx, http.MethodGet, "/devices", nil, nil); err != nil {
-			return err
-		}
-	case "delete":
-		d, err := id()
-		if err != nil {
-			return err
-		}
-		if _, err = api.call(ctx, http.MethodDelete, "/devices/"+d, nil, map[string]string{"If-Match": `"*"`}); err != nil {
-			return err
-		}
-		fmt.Println("deleted", fs.Arg(0))
-		return nil
-	default:
-		return fmt.Errorf("unknown device command %q; %s", sub, use)
+		return do(cmd.Context(), api, args)
 	}
-	printJSON(out)
-	return nil
-}
-
-func cmdTwin(ctx context.Context, args []string) error {
-	const use = "usage: twinhub twin get [--as-of TIME] <device-id> | twin update [--tags JSON] [--desired JSON] [--etag ETAG] <device-id> | " +
-		"twin history [--from TIME] [--to TIME] [--limit N] [--all] <device-id>"
-	if len(args) == 0 {
-		return errors.New(use)
-	}
-	sub, args := args[0], args[1:]
-	fs := flagSet("twin " + sub)
-	cf := addClientFlags(fs)
-	tags := fs.String("tags", "", "update: tags merge patch, a JSON object")
-	desired := fs.String("desired", "", "update: desired properties merge patch, a JSON object")
-	etag := fs.String("etag", "", "update: only apply if the twin still has this etag (default: unconditional)")
-	replace := fs.Bool("replace", false, "update: replace tags and desired instead of merging")
-	hist := twinHistoryFlags(fs)
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	api, err := cf.client()
-	if err != nil {
-		return err
-	}
-	if fs.NArg() != 1 {
-		return errors.New(use)
-	}
-	path := "/twins/" + url.PathEscape(fs.Arg(0))
-	var out []byte
-	switch sub {
-	case "get":
-		out, err = api.call(ctx, http.MethodGet, path+hist.asOfQuery(), nil, nil)
-	case "history":
-		out, err = hist.fetch(ctx, api, path)
-	case "update":
-		patch := map[string]json.RawMessage{}
-		if *tags != "" {
-			if !json.Valid([]byte(*tags)) {
-				return fmt.Errorf("--tags is not valid JSON: %s", *tags)
-			}
-			patch["tags"] = json.RawMessage(*tags)
-		}
-		if *desired != "" {
-			if !json.Valid([]byte(*desired)) {
-				return fmt.Errorf("--desired is not valid JSON: %s", *desired)
-			}
-			patch["properties"] = json.RawMessage(`{"desired":` + *desired + `}`)
-		}
-		if len(patch) == 0 && !*replace {
-			return errors.New("twin update needs --tags and/or --desired")
-		}
-		body, _ := json.Marshal(patch)
-		method := http.MethodPatch
-		if *replace {
-			method = http.MethodPut
-		}
-		ifMatch := `"*"`
-		if *etag != "" {
-			ifMatch = strconv.Quote(*etag)
-		}
-		out, err = api.call(ctx, method, path, body, map[string]string{"If-Match": ifMatch})
-	default:
-		return fmt.Errorf("unknown twin command %q; %s", sub, use)
-	}
-	if err != nil {
-		return err
-	}
-	printJSON(out)
-	return nil
+	return cmd
 }
 
 // deviceConnectionString returns the connection string of deviceID, built
@@ -275,45 +164,4 @@ func (c *apiClient) deviceConnectionString(ctx context.Context, deviceID, hostNa
 		return sas.ConnectionString{}, err
 	}
 	return sas.ConnectionString{HostName: hostName, DeviceID: deviceID, SharedAccessKey: d.Authentication.SymmetricKey.PrimaryKey}, nil
-}
-
-// cmdConnectionString prints IoT Hub connection strings for a policy or a device.
-func cmdConnectionString(ctx context.Context, args []string) error {
-	fs := flagSet("connection-string")
-	cf := addClientFlags(fs)
-	policy := fs.String("policy", sas.OwnerPolicy, "shared access policy: iothubowner, service, device, registryRead or registryReadWrite")
-	device := fs.String("device", "", "print the device's connection string instead")
-	hostnames := fs.String("hostname", sas.LocalHost, "HostName in the connection string (the name clients connect to): localhost or one of the hub's names; "+
-		"of a comma-separated list, as `twinhub run --hostname` takes, the first")
-	gateway := fs.String("gateway", "", "device: GatewayHostName, e.g. localhost:8883, to point unchanged Azure device SDKs at another port")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	// TWINHUB_HOSTNAME is shared with `twinhub run`, whose first name is
-	// the one connection strings print.
-	first, _, _ := strings.Cut(*hostnames, ",")
-	host := cmp.Or(strings.TrimSpace(first), sas.LocalHost)
-	if *device != "" {
-		api, err := cf.client()
-		if err != nil {
-			return err
-		}
-		cs, err := api.deviceConnectionString(ctx, *device, host)
-		if err != nil {
-			return err
-		}
-		cs.GatewayHostName = *gateway
-		fmt.Println(cs)
-		return nil
-	}
-	ps, err := sas.LoadPolicies(filepath.Join(*cf.dataDir, "policies.json"))
-	if err != nil {
-		return fmt.Errorf("reading the hub's policies (is --data-dir right?): %w", err)
-	}
-	p, ok := ps.Get(*policy)
-	if !ok {
-		return fmt.Errorf("no policy %q in %s", *policy, ps.Path())
-	}
-	fmt.Println(sas.ConnectionString{HostName: host, SharedAccessKeyName: p.Name, SharedAccessKey: p.PrimaryKey})
-	return nil
 }

@@ -9,28 +9,20 @@ import (
 	"strconv"
 )
 
-// twinHistoryOptions are the flags of `twinhub twin history` and `twin get --as-of`.
+// twinHistoryOptions are the flags of `twinhub twin history`.
 type twinHistoryOptions struct {
-	asOf, from, to *string
-	limit          *int
-	all            *bool
+	from, to *string
+	limit    *int
+	all      *bool
 }
 
 func twinHistoryFlags(fs *envFlags) twinHistoryOptions {
 	return twinHistoryOptions{
-		asOf:  fs.FlagSet.String("as-of", "", "get: the twin as it was at this RFC 3339 time, rebuilt from its history"),
-		from:  fs.FlagSet.String("from", "", "history: only changes at or after this RFC 3339 time"),
-		to:    fs.FlagSet.String("to", "", "history: only changes at or before this RFC 3339 time"),
-		limit: fs.FlagSet.Int("limit", 0, "history: changes per page (default 100, at most 1000)"),
-		all:   fs.FlagSet.Bool("all", false, "history: follow the pages to the oldest change"),
+		from:  fs.String("from", "", "only changes at or after this RFC 3339 time"),
+		to:    fs.String("to", "", "only changes at or before this RFC 3339 time"),
+		limit: fs.Int("limit", 0, "changes per page (default 100, at most 1000)"),
+		all:   fs.Bool("all", false, "follow the pages to the oldest change"),
 	}
-}
-
-func (o twinHistoryOptions) asOfQuery() string {
-	if *o.asOf == "" {
-		return ""
-	}
-	return "?asOf=" + url.QueryEscape(*o.asOf)
 }
 
 // fetch reads a twin's history, newest first: one page, or with --all every

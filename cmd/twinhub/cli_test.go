@@ -51,6 +51,7 @@ func TestCLI(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sim.Wait()
+	defer cancel() // before Wait, also when the test fails
 	lines := make(chan string, 100)
 	// Copies the simulator's output until it exits.
 	go func() {
@@ -80,7 +81,7 @@ func TestCLI(t *testing.T) {
 	expect("reported $version is now 2")
 	expect("waiting for desired property changes")
 
-	if out, err := p.cli(t, "twin", "update", "myDeviceId", "--tags", `{"location":{"region":"US","plant":"Redmond43"}}`); err != nil || !strings.Contains(out, "Redmond43") {
+	if out, err := p.cli(t, "twin", "update", "myDeviceId", "--tags", `{"location":{"region":"US","plant":"Redmond43"}}`); err != nil || !strings.HasPrefix(out, "updated myDeviceId: version ") {
 		t.Fatalf("twin update --tags: %v\n%s", err, out)
 	}
 	if _, err := p.cli(t, "twin", "update", "myDeviceId", "--desired", `{"telemetryConfig":{"sendFrequency":"5m"}}`); err != nil {

@@ -3,8 +3,10 @@ package main
 import (
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestDefaultsListenOnLoopback: with no flags, every listener twinhub opens
@@ -84,8 +86,6 @@ func TestFlagsAnywhere(t *testing.T) {
 		{[]string{"--", "-x"}, "", []string{"-x"}},
 		{nil, "", nil},
 	} {
-		t.Setenv("TWINHUB_TAGS", "")
-		os.Unsetenv("TWINHUB_TAGS")
 		fs := flagSet("t")
 		tags := fs.String("tags", "", "tags")
 		if err := fs.Parse(tc.args); err != nil {
@@ -99,5 +99,65 @@ func TestFlagsAnywhere(t *testing.T) {
 	fs.String("tags", "", "tags")
 	if err := fs.Parse([]string{"myDeviceId", "--nope"}); err == nil {
 		t.Errorf("an unknown flag after an argument was accepted")
+	}
+}
+
+// TestClientEnvironment: the clients read only their documented
+// environment variables (TWINHUB_SERVER, TWINHUB_DATA_DIR,
+// TWINHUB_CONNECTION_STRING, TWINHUB_MQTT), not one per flag: a
+// TWINHUB_TAGS left in the environment does not become every twin
+// update's --tags, and TWINHUB_HOSTNAME (run's names) does not change the
+// HostName connection-string prints.
+func TestClientEnvironment(t *testing.T) {
+	t.Setenv("TWINHUB_TAGS", `{"stray":1}`)
+	t.Setenv("TWINHUB_REPLACE", "true")
+	t.Setenv("TWINHUB_HOSTNAME", "hub.example.com")
+	t.Setenv("TWINHUB_SERVER", "http://127.0.0.1:1")
+	root := newRootCommand()
+	update, _, err := root.Find([]string{"twin", "update"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]string{"tags": "", "replace": "false", "server": "http://127.0.0.1:1"} {
+		if got := update.Flags().Lookup(name).DefValue; got != want {
+			t.Errorf("twin update --%s defaults to %q, want %q", name, got, want)
+		}
+	}
+	cs, _, err := root.Find([]string{"connection-string"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cs.Flags().Lookup("hostname").DefValue; got != "localhost" {
+		t.Errorf("connection-string --hostname defaults to %q with TWINHUB_HOSTNAME set, want localhost", got)
+	}
+	run, _, err := root.Find([]string{"run"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := run.Flags().Lookup("hostname").DefValue; got != "hub.example.com" {
+		t.Errorf("run --hostname defaults to %q, want TWINHUB_HOSTNAME's hub.example.com", got)
+	}
+}
+
+// TestRunConfigFile: `twinhub run --config FILE` takes flag names as YAML
+// keys; a flag on the command line wins over the environment, which wins
+// over the file; an unknown key is an error that names it.
+func TestRunConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "twinhub.yaml")
+	os.WriteFile(file, []byte("http-addr: 127.0.0.1:9001\nmqtt-addr: 127.0.0.1:9002\npartitions: 8\n"+
+		"hostname: [a.example, b.example]\nauth: false\nsync-interval: 1m\n"), 0o600)
+	t.Setenv("TWINHUB_MQTT_ADDR", "127.0.0.1:9003")
+	c, err := parseRunFlags([]string{"--config", file, "--partitions", "4"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.httpAddr != "127.0.0.1:9001" || c.mqttAddr != "127.0.0.1:9003" || c.partitions != 4 || c.auth ||
+		c.syncInterval != time.Minute || strings.Join(c.hostnames, ",") != "a.example,b.example" {
+		t.Errorf("file, environment and flags combined into %+v", c)
+	}
+	os.WriteFile(file, []byte("http-adr: 127.0.0.1:9001\n"), 0o600)
+	if _, err := parseRunFlags([]string{"--config", file}); err == nil || !strings.Contains(err.Error(), `"http-adr" is not a flag`) {
+		t.Errorf("a misspelt key: %v", err)
 	}
 }

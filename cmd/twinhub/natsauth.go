@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/nats-io/nats.go"
+	"github.com/spf13/cobra"
 
 	"github.com/twinhub/twinhub/deploy/embedded"
 	"github.com/twinhub/twinhub/pipeline/topology"
@@ -158,36 +158,48 @@ func natsCredentialsURL(user, password, addr string) string {
 	return (&url.URL{Scheme: "nats", User: url.UserPassword(user, password), Host: addr}).String()
 }
 
-// cmdNATSCredentials prints a user's credentials for the embedded NATS of
-// the hub whose data directory is given.
-func cmdNATSCredentials(_ context.Context, args []string) error {
-	fs := flagSet("nats-credentials")
+func newNATSCredentialsCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "nats-credentials",
+		Short: "print the embedded NATS's credentials for change-event consumers",
+		Args:  noArgs,
+	}
+	fs := &envFlags{FlagSet: cmd.Flags(), env: clientEnv}
 	dataDir := fs.String("data-dir", "./data", "data directory of the hub (the NATS passwords are in it)")
 	addr := fs.String("nats-addr", "127.0.0.1:4222", "address the hub's embedded NATS listens on, as `twinhub run --nats-addr`")
 	serverConfig := fs.Bool("server-config", false, "print instead the authorization block of a nats-server configuration "+
 		"with the users and permissions twinhub and change-event readers need on an external NATS")
 	user := fs.String("user", embedded.EventsNATSUser, "events: the read-only change-event reader; "+embedded.InternalNATSUser+
 		": twinhub's own user, which may do everything (for a second instance with --nats-url, or repairs)")
-	if err := fs.Parse(args); err != nil {
-		return err
+	cmd.RunE = func(*cobra.Command, []string) error {
+		if err := fs.Err(); err != nil {
+			return err
+		}
+		return cmdNATSCredentials(*dataDir, *addr, *user, *serverConfig)
 	}
-	if *serverConfig {
+	return cmd
+}
+
+// cmdNATSCredentials prints a user's credentials for the embedded NATS of
+// the hub whose data directory is given.
+func cmdNATSCredentials(dataDir, addr, user string, serverConfig bool) error {
+	if serverConfig {
 		fmt.Print(natsServerConfig())
 		return nil
 	}
-	if _, _, err := net.SplitHostPort(*addr); err != nil {
-		return fmt.Errorf("--nats-addr %q: %v", *addr, err)
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return fmt.Errorf("--nats-addr %q: %v", addr, err)
 	}
-	ps, err := embedded.LoadNATSPasswords(filepath.Join(*dataDir, natsPasswordsFile))
+	ps, err := embedded.LoadNATSPasswords(filepath.Join(dataDir, natsPasswordsFile))
 	if err != nil {
 		return fmt.Errorf("%w (pass the hub's --data-dir; the file is created when the hub first starts)", err)
 	}
-	password, ok := ps.Password(*user)
+	password, ok := ps.Password(user)
 	if !ok {
-		return fmt.Errorf("--user %q: want %s or %s", *user, embedded.EventsNATSUser, embedded.InternalNATSUser)
+		return fmt.Errorf("--user %q: want %s or %s", user, embedded.EventsNATSUser, embedded.InternalNATSUser)
 	}
-	fmt.Printf("NATS_URL=%s\nNATS_USER=%s\nNATS_PASSWORD=%s\n", natsCredentialsURL(*user, password, *addr), *user, password)
-	if *user == embedded.EventsNATSUser {
+	fmt.Printf("NATS_URL=%s\nNATS_USER=%s\nNATS_PASSWORD=%s\n", natsCredentialsURL(user, password, addr), user, password)
+	if user == embedded.EventsNATSUser {
 		// On stderr, so that stdout stays a list of variables (export $(twinhub nats-credentials)).
 		fmt.Fprintf(os.Stderr, "read-only: stream %s (subjects %s), its own consumers, replies on _INBOX.>\n", topology.EventStream, topology.EventSubjects)
 	}

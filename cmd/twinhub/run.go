@@ -20,6 +20,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/twinhub/twinhub/bridge/httpapi"
@@ -101,11 +103,28 @@ func (c runConfig) validate() error {
 	return errors.Join(errs...)
 }
 
-func cmdRun(ctx context.Context, args []string) error {
-	c, err := parseRunFlags(args)
-	if err != nil {
-		return err
+func newRunCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "start the hub (embedded NATS and MQTT broker by default)",
+		Long: `Start the hub: an embedded NATS server with JetStream, an embedded MQTT broker,
+the twin processor, the query projection, the history sink and the HTTP API.
+Every flag can also be set with an environment variable: --http-addr is
+TWINHUB_HTTP_ADDR.`,
+		Args: noArgs,
 	}
+	config := runFlags(&envFlags{FlagSet: cmd.Flags(), env: allEnv})
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		c, err := config()
+		if err != nil {
+			return err
+		}
+		return cmdRun(cmd.Context(), c)
+	}
+	return cmd
+}
+
+func cmdRun(ctx context.Context, c runConfig) error {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(c.logLevel)); err != nil {
 		return fmt.Errorf("--log-level: %w", err)
@@ -117,8 +136,17 @@ func cmdRun(ctx context.Context, args []string) error {
 
 // parseRunFlags reads `twinhub run`'s flags and environment variables.
 func parseRunFlags(args []string) (runConfig, error) {
-	fs := flagSet("run")
-	var c runConfig
+	fs := &envFlags{FlagSet: pflag.NewFlagSet("run", pflag.ContinueOnError), env: allEnv}
+	config := runFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return runConfig{}, err
+	}
+	return config()
+}
+
+// runFlags declares `twinhub run`'s flags on fs; the returned func reads
+// and validates them after parsing.
+func runFlags(fs *envFlags) func() (runConfig, error) {
 	dataDir := fs.String("data-dir", "./data", "directory for JetStream's store and twinhub's files")
 	httpAddr := fs.String("http-addr", "127.0.0.1:8080", "HTTP API, /healthz and /metrics listen address")
 	mqttAddr := fs.String("mqtt-addr", "127.0.0.1:1883", "embedded MQTT broker listen address")
@@ -144,22 +172,25 @@ func parseRunFlags(args []string) (runConfig, error) {
 	pprofOn := fs.Bool("pprof", false, "serve Go profiles at /debug/pprof/ on the HTTP listener, unauthenticated (keep it on loopback)")
 	history := historyFlags(fs)
 	natsClient := natsClientFlags(fs)
-	if err := fs.Parse(args); err != nil {
-		return runConfig{}, err
-	}
-	c = runConfig{dataDir: *dataDir, httpAddr: *httpAddr, mqttAddr: *mqttAddr, natsAddr: *natsAddr, natsURL: *natsURL,
-		mqttURL: *mqttURL, bridgeID: *bridgeID, partitions: *partitions, syncAlways: *syncAlways,
-		syncInterval: *syncInterval, eventMaxAge: *eventMaxAge, logLevel: *logLevel, httpRead: *httpRead,
-		mqttsAddr: *mqttsAddr, httpsAddr: *httpsAddr, tlsCert: *tlsCert, tlsKey: *tlsKey, auth: *auth, pprof: *pprofOn, history: history()}
-	c.deviceInFlight = *deviceInFlight
-	c.nats = natsClient()
-	for _, h := range strings.Split(*hostnames, ",") {
-		if h = strings.TrimSpace(h); h != "" {
-			c.hostnames = append(c.hostnames, h)
+	configFile := fs.String("config", "", "YAML file of flag names and values (http-addr: 127.0.0.1:8080); flags and TWINHUB_* variables override it")
+	return func() (runConfig, error) {
+		if err := applyConfigFile(fs, *configFile); err != nil {
+			return runConfig{}, err
 		}
+		c := runConfig{dataDir: *dataDir, httpAddr: *httpAddr, mqttAddr: *mqttAddr, natsAddr: *natsAddr, natsURL: *natsURL,
+			mqttURL: *mqttURL, bridgeID: *bridgeID, partitions: *partitions, syncAlways: *syncAlways,
+			syncInterval: *syncInterval, eventMaxAge: *eventMaxAge, logLevel: *logLevel, httpRead: *httpRead,
+			mqttsAddr: *mqttsAddr, httpsAddr: *httpsAddr, tlsCert: *tlsCert, tlsKey: *tlsKey, auth: *auth, pprof: *pprofOn, history: history()}
+		c.deviceInFlight = *deviceInFlight
+		c.nats = natsClient()
+		for _, h := range strings.Split(*hostnames, ",") {
+			if h = strings.TrimSpace(h); h != "" {
+				c.hostnames = append(c.hostnames, h)
+			}
+		}
+		c.replicas, c.allowReplicaDecrease = *replicas, *allowReplicaDecrease
+		return c, errors.Join(fs.Err(), c.validate())
 	}
-	c.replicas, c.allowReplicaDecrease = *replicas, *allowReplicaDecrease
-	return c, c.validate()
 }
 
 func run(ctx context.Context, c runConfig, log *slog.Logger) error {
@@ -178,6 +209,9 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 		return err
 	}
 	defer dirLock.Close()
+	if err := checkPorts(c); err != nil {
+		return err
+	}
 
 	// NATS: embedded unless --nats-url. Replies to twinhub go to a private
 	// inbox prefix (see topology.InternalInboxPrefix).

@@ -2,10 +2,18 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/twinhub/twinhub/bridge/mqttbridge"
 	"github.com/twinhub/twinhub/bridge/sas"
@@ -15,30 +23,51 @@ import (
 // cmdDeviceSim is a simulated device: it reads its twin, reports properties,
 // and prints every desired-property change it receives (optionally
 // reporting the desired values back, as a device that applied them would).
-func cmdDeviceSim(ctx context.Context, args []string) error {
-	fs := flagSet("device-sim")
-	broker := fs.String("mqtt", "tcp://127.0.0.1:1883", "MQTT broker URL")
-	cf := addClientFlags(fs)
-	deviceCS := fs.String("device-connection-string", "", "the device's connection string (default: read its key through the API)")
-	report := fs.String("report", `{"connectivity":{"type":"cellular"}}`, "reported properties to send after connecting (empty: none)")
-	echo := fs.Bool("echo", false, "report each desired change back as reported properties")
-	if err := fs.Parse(args); err != nil {
-		return err
+func newDeviceSimCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "device-sim <device-id>",
+		Short: "a simulated device: reports properties, prints desired changes",
+		Args:  exactArgs("device-id"),
 	}
-	if fs.NArg() != 1 {
-		return errors.New("usage: twinhub device-sim [flags] <device-id>")
+	fs := &envFlags{FlagSet: cmd.Flags(), env: clientEnv}
+	o := simOptions{broker: fs.String("mqtt", "tcp://127.0.0.1:1883", "MQTT broker URL; mqtts://host:port connects over TLS")}
+	o.ca = fs.String("ca", "", "with an mqtts:// --mqtt: CA certificates (PEM) to trust the broker with, e.g. the hub's own <data-dir>/tls/ca.pem")
+	o.client = addClientFlags(fs)
+	o.deviceCS = fs.String("device-connection-string", "", "the device's connection string (default: read its key through the API)")
+	o.report = fs.String("report", `{"connectivity":{"type":"cellular"}}`, "reported properties to send after connecting (empty: none)")
+	o.echo = fs.Bool("echo", false, "report each desired change back as reported properties")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if err := fs.Err(); err != nil {
+			return err
+		}
+		return cmdDeviceSim(cmd.Context(), o, args[0])
 	}
-	id := fs.Arg(0)
+	return cmd
+}
+
+// simOptions are the flags of `twinhub device-sim`.
+type simOptions struct {
+	broker, deviceCS, report *string
+	ca                       *string
+	echo                     *bool
+	client                   clientFlags
+}
+
+func cmdDeviceSim(ctx context.Context, o simOptions, id string) error {
+	broker, deviceCS, report, echo, cf := o.broker, o.deviceCS, o.report, o.echo, o.client
 	if *report != "" {
 		if _, err := twin.ParseObject([]byte(*report)); err != nil {
 			return fmt.Errorf("--report: %w", err)
 		}
 	}
+	var err error
 	dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	opts := mqttbridge.DeviceOptions{Username: id}
+	if opts.TLS, err = brokerTLS(*broker, *o.ca); err != nil {
+		return err
+	}
 	var cs sas.ConnectionString
-	var err error
 	if *deviceCS != "" {
 		cs, err = sas.ParseConnectionString(*deviceCS)
 	} else {
@@ -56,6 +85,10 @@ func cmdDeviceSim(ctx context.Context, args []string) error {
 		}
 	}
 	dev, err := mqttbridge.DialDevice(dctx, *broker, id, opts)
+	var unknownCA x509.UnknownAuthorityError
+	if errors.As(err, &unknownCA) || (err != nil && strings.Contains(err.Error(), "unknown authority")) {
+		return fmt.Errorf("%w; trust the hub's local CA with --ca %s", err, filepath.Join(*cf.dataDir, "tls", "ca.pem"))
+	}
 	if err != nil {
 		return err
 	}
@@ -99,4 +132,29 @@ func cmdDeviceSim(ctx context.Context, args []string) error {
 			fmt.Printf("reported back, reported $version is now %d\n", v)
 		}
 	}
+}
+
+// brokerTLS is the TLS configuration for a device's broker URL: nil for
+// plain MQTT, the CA file's certificates as roots with --ca.
+func brokerTLS(broker, caFile string) (*tls.Config, error) {
+	u, err := url.Parse(broker)
+	if err != nil || u.Host == "" {
+		return nil, usageError{fmt.Errorf("--mqtt %q: want a URL like tcp://127.0.0.1:1883 or mqtts://localhost:8883", broker)}
+	}
+	secure := u.Scheme == "mqtts" || u.Scheme == "ssl" || u.Scheme == "tls"
+	if caFile == "" {
+		return nil, nil
+	}
+	if !secure {
+		return nil, usageError{fmt.Errorf("--ca applies to a TLS broker: give --mqtt as mqtts://%s (the hub's --mqtts-addr, default 127.0.0.1:8883)", u.Hostname()+":8883")}
+	}
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("reading --ca: %w", err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("--ca %s holds no PEM certificate", caFile)
+	}
+	return &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}, nil
 }
