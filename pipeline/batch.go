@@ -19,7 +19,7 @@ type job struct {
 	done chan struct{}
 
 	res     Result
-	outcome string
+	outcome outcome
 	err     error
 }
 
@@ -141,7 +141,7 @@ func (p *Processor) applyBatch(jobs []*job) {
 			continue
 		}
 		p.cache.put(it.job.cmd.DeviceID, it.ch.next, ack.Sequence)
-		it.job.res, it.job.outcome = answer(it.job.cmd, it.ch.next), "applied"
+		it.job.res, it.job.outcome = answer(it.job.cmd, it.ch.next), outcomeApplied
 	}
 	for i := range items {
 		if it := &items[i]; it.slow {
@@ -165,18 +165,18 @@ func (p *Processor) decideItem(ctx context.Context, it *batchItem) {
 	}
 	it.rev = rev
 	if rec != nil && rec.applied(cmd.ID) {
-		it.job.res, it.job.outcome = answer(cmd, rec), "duplicate"
+		it.job.res, it.job.outcome = answer(cmd, rec), outcomeDuplicate
 		return
 	}
 	ch, res := decide(cmd, rec, p.cfg.Now())
 	if ch == nil {
 		switch {
 		case res.OK():
-			it.job.res, it.job.outcome = res, "read"
+			it.job.res, it.job.outcome = res, outcomeRead
 		case cached:
 			it.slow = true // decide the rejection again on the stored record
 		default:
-			it.job.res, it.job.outcome = res, "rejected"
+			it.job.res, it.job.outcome = res, outcomeRejected
 		}
 		return
 	}

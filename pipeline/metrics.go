@@ -54,7 +54,7 @@ func newProcessorMetrics(reg prometheus.Registerer, js jetstream.JetStream, part
 		}),
 		batchSize: f.NewHistogram(prometheus.HistogramOpts{
 			Namespace: "twinhub", Subsystem: "pipeline", Name: "batch_commands",
-			Help:    "Commands applied together in one batch (at most one per partition).",
+			Help:    "Commands applied together in one batch (at most one per device).",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 11),
 		}),
 		owned: f.NewGauge(prometheus.GaugeOpts{
@@ -63,8 +63,8 @@ func newProcessorMetrics(reg prometheus.Registerer, js jetstream.JetStream, part
 		}),
 	}
 	for _, k := range []Kind{KindDeviceGet, KindPatchReported, KindPatchTwin, KindReplaceTwin, KindCreateDevice, KindUpdateDevice, KindDeleteDevice, KindConnection} {
-		for _, o := range []string{"applied", "rejected", "read", "duplicate", "error"} {
-			m.commands.WithLabelValues(string(k), o)
+		for _, o := range []outcome{outcomeApplied, outcomeRejected, outcomeRead, outcomeDuplicate, outcomeError} {
+			m.commands.WithLabelValues(string(k), string(o))
 		}
 	}
 	if reg != nil {
@@ -106,3 +106,22 @@ func (c *lagCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(lagAckPendingDesc, prometheus.GaugeValue, float64(info.NumAckPending), label)
 	}
 }
+
+// outcome is how a command ended: the label "outcome" of
+// twinhub_pipeline_commands_total.
+type outcome string
+
+const (
+	// outcomeApplied: the command changed the record (and published its event).
+	outcomeApplied outcome = "applied"
+	// outcomeRejected: the command was refused (4xx) and changed nothing.
+	outcomeRejected outcome = "rejected"
+	// outcomeRead: the command read the twin, or had nothing to change.
+	outcomeRead outcome = "read"
+	// outcomeDuplicate: the command had been applied before (a redelivery).
+	outcomeDuplicate outcome = "duplicate"
+	// outcomeError: applying failed; the command is tried again.
+	outcomeError outcome = "error"
+	// outcomeMalformed: the command could not be read and was dropped.
+	outcomeMalformed outcome = "malformed"
+)

@@ -227,18 +227,18 @@ func (p *Processor) handle(msg *message.Message) error {
 	if err != nil {
 		// A command nobody can apply: acknowledge it so the partition moves on.
 		p.log.Warn("dropping malformed command", "uuid", msg.UUID, "err", err)
-		p.metrics.commands.WithLabelValues("unknown", "malformed").Inc()
+		p.metrics.commands.WithLabelValues("unknown", string(outcomeMalformed)).Inc()
 		return nil
 	}
 	j := p.submitJob(cmd)
 	if j.err != nil {
 		p.log.Error("applying command failed; it will be retried", "kind", cmd.Kind, "device", cmd.DeviceID, "command", cmd.ID, "err", j.err)
-		p.metrics.commands.WithLabelValues(string(cmd.Kind), "error").Inc()
+		p.metrics.commands.WithLabelValues(string(cmd.Kind), string(outcomeError)).Inc()
 		return j.err
 	}
-	p.metrics.commands.WithLabelValues(string(cmd.Kind), j.outcome).Inc()
+	p.metrics.commands.WithLabelValues(string(cmd.Kind), string(j.outcome)).Inc()
 	p.metrics.duration.WithLabelValues(string(cmd.Kind)).Observe(time.Since(start).Seconds())
-	if (cmd.Kind == KindUpdateDevice || cmd.Kind == KindDeleteDevice) && (j.outcome == "applied" || j.outcome == "duplicate") {
+	if (cmd.Kind == KindUpdateDevice || cmd.Kind == KindDeleteDevice) && (j.outcome == outcomeApplied || j.outcome == outcomeDuplicate) {
 		// Tells every instance's MQTT edge to re-check the device's open
 		// sessions. Core NATS, at most once: a lost notice leaves a session
 		// open until its token expires.
@@ -269,7 +269,7 @@ type change struct {
 // command's event was stored already (by the batch): if the command is
 // then found applied (its record write lost a race and the record was
 // rolled forward), it was still applied here, not a duplicate.
-func (p *Processor) apply(ctx context.Context, cmd Command, published bool) (Result, string, error) {
+func (p *Processor) apply(ctx context.Context, cmd Command, published bool) (Result, outcome, error) {
 	const attempts = 4
 	for range attempts {
 		rec, rev, cached, err := p.recordFor(ctx, cmd)
@@ -278,14 +278,14 @@ func (p *Processor) apply(ctx context.Context, cmd Command, published bool) (Res
 		}
 		if rec != nil && rec.applied(cmd.ID) {
 			if published {
-				return answer(cmd, rec), "applied", nil
+				return answer(cmd, rec), outcomeApplied, nil
 			}
-			return answer(cmd, rec), "duplicate", nil
+			return answer(cmd, rec), outcomeDuplicate, nil
 		}
 		ch, res := decide(cmd, rec, p.cfg.Now())
 		if ch == nil {
 			if res.OK() {
-				return res, "read", nil
+				return res, outcomeRead, nil
 			}
 			if cached {
 				// A rejection (a stale etag, say) must not rest on a cache
@@ -294,7 +294,7 @@ func (p *Processor) apply(ctx context.Context, cmd Command, published bool) (Res
 				p.cache.drop(cmd.DeviceID)
 				continue
 			}
-			return res, "rejected", nil
+			return res, outcomeRejected, nil
 		}
 		if ch.ev != nil {
 			seq, err := p.publishEvent(ctx, ch.ev, lastSeq(rec))
@@ -324,7 +324,7 @@ func (p *Processor) apply(ctx context.Context, cmd Command, published bool) (Res
 			return Result{}, "", fmt.Errorf("saving twin record of %s: %w", cmd.DeviceID, err)
 		}
 		p.cache.put(cmd.DeviceID, ch.next, newRev)
-		return answer(cmd, ch.next), "applied", nil
+		return answer(cmd, ch.next), outcomeApplied, nil
 	}
 	return Result{}, "", fmt.Errorf("applying %s to %s: record kept changing under us after %d attempts; is another writer active?", cmd.Kind, cmd.DeviceID, attempts)
 }
