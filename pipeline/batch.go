@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -80,13 +81,16 @@ func (p *Processor) runBatches(stop <-chan struct{}) {
 // applyBatch runs a batch of commands for distinct devices to completion:
 // decide each on its record, publish the change events, wait for them,
 // publish the record writes (compare-and-swap on the record's revision),
-// wait for them. A command that meets anything but the plain case (a
-// rejection decided on a cached record, an event or record conflict, an
-// error) finishes in apply, which resolves it exactly as a lone command.
+// wait for them. A command that meets a conflict (its event or record
+// moved) or a rejection decided on a cached record finishes in apply, which
+// resolves it exactly as a lone command; one whose write JetStream did not
+// acknowledge fails, and its partition tries it again (failTransiently).
 func (p *Processor) applyBatch(jobs []*job) {
 	// Not cancelled by shutdown: a batch being applied is finished, not
-	// abandoned halfway.
-	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.Topology.AckWait/2)
+	// abandoned halfway. Each phase waits at most half the ack wait, from
+	// when its requests were sent.
+	wait := p.cfg.Topology.AckWait / 2
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
 	items := make([]batchItem, len(jobs))
 	for i, j := range jobs {
@@ -94,6 +98,8 @@ func (p *Processor) applyBatch(jobs []*job) {
 		it.job = j
 		p.decideItem(ctx, it)
 	}
+	ctx, cancel = context.WithTimeout(context.Background(), wait)
+	defer cancel()
 	for i := range items {
 		it := &items[i]
 		if it.evAck == nil {
@@ -105,14 +111,13 @@ func (p *Processor) applyBatch(jobs []*job) {
 			it.published = true
 			it.ch.next.LastEventSeq = ack.Sequence
 			p.metrics.events.Inc()
-		case err != nil && !isWrongLastSeq(err) && ctx.Err() == nil:
-			p.log.Warn("publishing a change event failed; retrying it alone", "device", it.job.cmd.DeviceID, "err", err)
-			fallthrough
-		default:
+		case err == nil || isWrongLastSeq(err):
 			// A conflict (or a duplicate: stored before under the same ID)
 			// means the record is behind its events; apply rolls it forward.
 			p.cache.drop(it.job.cmd.DeviceID)
 			it.slow = true
+		default:
+			p.failTransiently(it, fmt.Errorf("publishing change event of %s: %w", it.job.cmd.DeviceID, err))
 		}
 	}
 	for i := range items {
@@ -121,36 +126,59 @@ func (p *Processor) applyBatch(jobs []*job) {
 			continue
 		}
 		if fut, err := p.store.saveAsync(it.job.cmd.DeviceID, it.ch.next, it.rev); err != nil {
-			it.slow = true
+			p.failTransiently(it, fmt.Errorf("saving twin record of %s: %w", it.job.cmd.DeviceID, err))
 		} else {
 			it.kvAck = fut
 		}
 	}
+	ctx, cancel = context.WithTimeout(context.Background(), wait)
+	defer cancel()
 	for i := range items {
 		it := &items[i]
 		if it.kvAck == nil {
 			continue
 		}
 		ack, err := awaitAck(ctx, it.kvAck)
-		if err != nil {
+		switch {
+		case isWrongLastSeq(err):
 			p.cache.drop(it.job.cmd.DeviceID)
-			if isWrongLastSeq(err) {
-				p.metrics.casConflicts.Inc()
-			}
+			p.metrics.casConflicts.Inc()
 			it.slow = true
-			continue
+		case err != nil:
+			p.failTransiently(it, fmt.Errorf("saving twin record of %s: %w", it.job.cmd.DeviceID, err))
+		default:
+			p.cache.put(it.job.cmd.DeviceID, it.ch.next, ack.Sequence)
+			it.job.res, it.job.outcome = answer(it.job.cmd, it.ch.next), outcomeApplied
 		}
-		p.cache.put(it.job.cmd.DeviceID, it.ch.next, ack.Sequence)
-		it.job.res, it.job.outcome = answer(it.job.cmd, it.ch.next), outcomeApplied
 	}
+	// The slow ones side by side (they belong to different devices), each
+	// on its own deadline (the batch's may be spent): a batch then takes at
+	// most two deadlines, however many of its commands conflict.
+	var slow sync.WaitGroup
 	for i := range items {
 		if it := &items[i]; it.slow {
-			// Each on its own deadline: the batch's may be spent.
-			sctx, scancel := context.WithTimeout(context.Background(), p.cfg.Topology.AckWait/2)
-			it.job.res, it.job.outcome, it.job.err = p.apply(sctx, it.job.cmd, it.published)
-			scancel()
+			slow.Add(1)
+			// Exits when apply returns, within its deadline.
+			go func() {
+				defer slow.Done()
+				sctx, scancel := context.WithTimeout(context.Background(), p.cfg.Topology.AckWait/2)
+				defer scancel()
+				it.job.res, it.job.outcome, it.job.err = p.apply(sctx, it.job.cmd, it.published)
+			}()
 		}
 	}
+	slow.Wait()
+}
+
+// failTransiently ends an item whose write JetStream did not acknowledge
+// (no answer in time, no stream leader during an election, a lost
+// connection): its command fails now, and its partition tries it again
+// shortly (partition.go), instead of holding the batch through retries. A
+// write that was stored after all is found then: the event by its
+// sequence check and message ID, the command by the record's recent list.
+func (p *Processor) failTransiently(it *batchItem, err error) {
+	p.cache.drop(it.job.cmd.DeviceID)
+	it.job.err = err
 }
 
 // decideItem reads the item's record (from the cache for writes) and
