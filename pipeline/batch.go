@@ -178,7 +178,7 @@ func (p *Processor) applyBatch(jobs []*job) {
 // sequence check and message ID, the command by the record's recent list.
 func (p *Processor) failTransiently(it *batchItem, err error) {
 	p.cache.drop(it.job.cmd.DeviceID)
-	it.job.err = err
+	it.ch, it.job.err = nil, err // nothing more of this batch is written for it
 }
 
 // decideItem reads the item's record (from the cache for writes) and
