@@ -356,7 +356,7 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 
 	var ready atomic.Bool
 	api := httpapi.New(httpapi.Config{Logger: log, Policies: policies, HubNames: sas.HubNames(c.hostnames...), ReadTimeout: c.httpRead,
-		History: hist.reader, Querier: queries}, client, store, ready.Load,
+		History: hist.reader, Querier: queries, Events: js}, client, store, ready.Load,
 		promhttp.HandlerFor(reg, promhttp.HandlerOpts{EnableOpenMetrics: true}), reg)
 	var storeWatch *embedded.StoreWatcher // nil with an external NATS
 	if ns != nil {
