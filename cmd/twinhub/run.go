@@ -24,6 +24,7 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/twinhub/twinhub/bridge/explorer"
 	"github.com/twinhub/twinhub/bridge/httpapi"
 	"github.com/twinhub/twinhub/bridge/mqttbridge"
 	"github.com/twinhub/twinhub/bridge/sas"
@@ -363,6 +364,7 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 		storeWatch = embedded.NewStoreWatcher(ns, log, reg)
 	}
 	api.Handle("GET /readyz", "readyz", readiness(ready.Load, nc, storeWatch, lostData))
+	api.Handle("GET "+explorer.Prefix, "ui", explorer.Handler().ServeHTTP)
 	if c.pprof {
 		api.EnableProfiling()
 		log.Warn("Go profiles are served without authentication at /debug/pprof/ (--pprof)")
