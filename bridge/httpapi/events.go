@@ -323,10 +323,7 @@ func (a *API) events(w http.ResponseWriter, r *http.Request) {
 	}
 	defer cc.Stop()
 
-	// A feed outlives the server's read timeout; without this the read
-	// deadline would end the request's context.
 	rc := http.NewResponseController(w)
-	_ = rc.SetReadDeadline(time.Time{})
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-store")
