@@ -52,15 +52,18 @@ func artifactsDir(t *testing.T, name string) string {
 }
 
 // TestExplorer drives the twin explorer in headless Chromium against the
-// real hub: sign in with a connection string, run a query and page it, see
-// a query's syntax error with its line and column, open a twin, edit
-// desired and see the device's reported echo arrive live, cause an etag
-// conflict and see it shown, reload and save, and follow live changes.
+// real hub with history in ClickHouse: sign in with a connection string,
+// run a query and page it, see a query's syntax error with its line and
+// column, open a twin, edit desired and see the device's reported echo
+// arrive live, cause an etag conflict and see it shown, reload and save,
+// read a reported property's points on the history chart, open the twin as
+// of a change, and follow live changes.
 // No page may log a console error.
 func TestExplorer(t *testing.T) {
 	exe := chromium(t)
 	shots := artifactsDir(t, "explorer")
-	p := startTwinhub(t, "")
+	ch := startClickHouse(t)
+	p := startTwinhub(t, "", "--clickhouse-url", ch.URL(""))
 	for i := range 12 {
 		id := fmt.Sprintf("ui-%02d", i)
 		if r := p.call(t, "PUT", "/devices/"+id, `{"deviceId":"`+id+`"}`); r.Status != 200 {
@@ -222,6 +225,23 @@ func TestExplorer(t *testing.T) {
 		chromedp.Click("#save-patch"),
 		until(text("#edit-status")+`.startsWith("Saved")`),
 		until(text("#desired")+`.includes("60")`),
+	)
+	for _, v := range []string{"20", "21.5", "23"} {
+		if _, err := dev.Report(ctx, []byte(`{"temperature":`+v+`}`)); err != nil {
+			t.Fatalf("reporting temperature %s: %v", v, err)
+		}
+	}
+	run("open the history and read the chart's data points", "history",
+		chromedp.Click("#twin-history-link"),
+		chromedp.WaitVisible("#history-path"),
+		chromedp.SetValue("#history-path", "temperature"),
+		chromedp.Click("#history-load"),
+		until(`window.explorerChart && explorerChart.values.join(",") === "20,21.5,23"`),
+	)
+	run("the twin as of a change", "as-of",
+		chromedp.Evaluate[chromedp.Void](`[...document.querySelectorAll("#history-events tbody tr")]
+			.find((tr) => tr.textContent.includes('"temperature":21.5')).querySelector("button.asof").click()`),
+		until(text("#asof")+`.includes('"temperature": 21.5') && !`+text("#asof")+`.includes("23")`),
 	)
 	run("follow live changes", "",
 		chromedp.Navigate(p.HTTP+"/ui/#/live"),

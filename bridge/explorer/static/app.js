@@ -54,7 +54,7 @@ class HubError extends Error {
 
 // api calls the back-end API and returns {status, headers, body}; it throws
 // HubError for error answers and an Error saying the hub is unreachable.
-async function api(method, path, { body, headers = {}, signal } = {}) {
+async function api(method, path, { body, headers = {}, signal = screenCtrl.signal } = {}) {
   const h = { Authorization: await sasToken(), ...headers };
   if (body !== undefined) h['Content-Type'] = 'application/json';
   let resp;
@@ -68,9 +68,11 @@ async function api(method, path, { body, headers = {}, signal } = {}) {
   if (resp.ok) {
     clearBanner();
     const text = await resp.text();
+    if (signal.aborted) throw abortError();
     return { status: resp.status, headers: resp.headers, body: text ? JSON.parse(text) : null };
   }
   const err = await hubError(resp);
+  if (signal.aborted) throw abortError();
   if (resp.status === 401) showBanner('Not authorised: ' + err.message);
   throw err;
 }
@@ -85,6 +87,11 @@ async function hubError(resp) {
   return new HubError(resp.status, code, text);
 }
 
+// A screen's requests end when the user leaves it; their answers are dropped.
+let screenCtrl = new AbortController();
+function abortError() { return new DOMException('the screen was left', 'AbortError'); }
+function isAbort(e) { return e && e.name === 'AbortError'; }
+
 function showBanner(text) { const b = $('#banner'); b.textContent = text; b.hidden = false; }
 function clearBanner() { const b = $('#banner'); if (b.dataset.sticky !== '1') b.hidden = true; }
 
@@ -93,6 +100,8 @@ function clearBanner() { const b = $('#banner'); if (b.dataset.sticky !== '1') b
 let leave = () => {};
 
 function mount(templateId) {
+  screenCtrl.abort();
+  screenCtrl = new AbortController();
   leave();
   leave = () => {};
   const m = main();
@@ -113,6 +122,7 @@ function route() {
   if (!signedIn) return signIn();
   const h = location.hash || '#/fleet';
   if (h.startsWith('#/twin/')) return twinScreen(decodeURIComponent(h.slice('#/twin/'.length)));
+  if (h.startsWith('#/history/')) return historyScreen(decodeURIComponent(h.slice('#/history/'.length)));
   if (h.startsWith('#/live')) return liveScreen();
   return fleetScreen();
 }
@@ -130,6 +140,7 @@ function signIn() {
       if (!location.hash || location.hash === '#/signin') location.hash = '#/fleet';
       route();
     } catch (e) {
+      if (isAbort(e)) return;
       session.removeItem('twinhub.conn');
       $('#signin-error').textContent = 'Sign-in failed: ' + e.message;
     }
@@ -161,6 +172,7 @@ function fleetScreen() {
       $('#prev-page').disabled = page === 0;
       $('#next-page').disabled = !next;
     } catch (e) {
+      if (isAbort(e)) return;
       if (e instanceof HubError) $('#query-error').textContent = `${e.code || 'Error'} (${e.status}): ${e.message}`;
       else $('#query-error').textContent = e.message;
     }
@@ -226,6 +238,7 @@ function renderRows(rows) {
 function twinScreen(id) {
   mount('#t-twin');
   $('#twin-id').textContent = id;
+  $('#twin-history-link').href = '#/history/' + encodeURIComponent(id);
   let twin = null;
   const stripMeta = (o) => {
     if ($('#show-meta').checked || typeof o !== 'object' || o === null) return o;
@@ -254,6 +267,7 @@ function twinScreen(id) {
       twin = r.body;
       render();
     } catch (e) {
+      if (isAbort(e)) return;
       $('#edit-error').textContent = e.message;
     }
   }
@@ -272,6 +286,7 @@ function twinScreen(id) {
       $('#conflict').hidden = true;
       $('#edit-status').textContent = `Saved: etag ${twin.etag}`;
     } catch (e) {
+      if (isAbort(e)) return;
       if (e instanceof HubError && e.status === 412) {
         $('#conflict-text').textContent = `the twin changed since you loaded it (your etag ${etag}). ${e.message}. Your patch is kept: reload the twin, check it, and save again.`;
         $('#conflict').hidden = false;
@@ -360,6 +375,126 @@ function follow(filter, onEvent, onState) {
   return () => ctrl.abort();
 }
 
+// History: a device's changes from the hub's history (ClickHouse), a chart of
+// a numeric reported property, and the twin as of a chosen change.
+const historyPages = 20; // at most 20 pages of 1,000 events are read for one view
+
+function historyScreen(id) {
+  mount('#t-history');
+  $('#history-id').textContent = id;
+  $('#history-twin-link').href = '#/twin/' + encodeURIComponent(id);
+  const local = (d) => new Date(d.getTime() - d.getTimezoneOffset() * 60000).toISOString().slice(0, 19);
+  const now = new Date();
+  $('#history-from').value = local(new Date(now.getTime() - 3600 * 1000));
+  $('#history-to').value = local(new Date(now.getTime() + 60 * 1000));
+  $('#history-path').value = session.getItem('twinhub.historyPath') || '';
+  let chart = null;
+
+  async function asOf(time) {
+    $('#asof-time').textContent = time;
+    try {
+      const r = await api('GET', `/twins/${encodeURIComponent(id)}?asOf=${encodeURIComponent(time)}`);
+      $('#asof').textContent = JSON.stringify(stripAll2(r.body), null, 2);
+    } catch (e) {
+      if (isAbort(e)) return;
+      $('#asof').textContent = e instanceof HubError ? `${e.code} (${e.status}): ${e.message}` : e.message;
+    }
+  }
+
+  async function load() {
+    $('#history-error').textContent = '';
+    $('#history-status').textContent = 'Loading…';
+    session.setItem('twinhub.historyPath', $('#history-path').value);
+    const from = new Date($('#history-from').value).toISOString();
+    const to = new Date($('#history-to').value).toISOString();
+    let events = [], token = '', pages = 0;
+    try {
+      do {
+        const q = new URLSearchParams({ from, to, limit: '1000' });
+        if (token) q.set('continuationToken', token);
+        const r = await api('GET', `/twins/${encodeURIComponent(id)}/history?${q}`);
+        events = events.concat(r.body.events || []);
+        token = r.body.continuationToken || '';
+        pages++;
+      } while (token && pages < historyPages);
+    } catch (e) {
+      if (isAbort(e)) return;
+      $('#history-status').textContent = '';
+      if (e instanceof HubError && e.status === 503 && /history is off/.test(e.message)) {
+        $('#history-error').textContent = 'History is off on this hub. ' + e.message;
+      } else {
+        $('#history-error').textContent = e instanceof HubError ? `${e.code} (${e.status}): ${e.message}` : e.message;
+      }
+      return;
+    }
+    $('#history-status').textContent = `${events.length} changes` + (token ? ` (the newest ${events.length}; narrow the time range for older ones)` : '');
+    const tbody = $('#history-events tbody');
+    tbody.replaceChildren(...events.map((e) => {
+      const tr = document.createElement('tr');
+      const b = document.createElement('button');
+      b.type = 'button'; b.textContent = 'as of'; b.className = 'asof';
+      b.setAttribute('aria-label', `the twin as of change ${e.sequence}`);
+      b.addEventListener('click', () => asOf(e.time));
+      const cells = [String(e.sequence), e.time, e.op, e.source, String(e.version), JSON.stringify(e.patch), b];
+      tr.replaceChildren(...cells.map((c) => { const td = document.createElement('td'); td.append(c); return td; }));
+      tr.children[5].className = 'json';
+      return tr;
+    }));
+    drawChart(events.slice().reverse());
+  }
+
+  // drawChart plots the reported property at the path, oldest first: a point
+  // where a change set it to a number, a gap where one removed it.
+  function drawChart(events) {
+    const path = $('#history-path').value.trim();
+    if (chart) { chart.destroy(); chart = null; window.explorerChart = null; }
+    $('#chart').replaceChildren();
+    if (!path) return;
+    const xs = [], ys = [], times = [];
+    for (const e of events) {
+      const rep = e.patch && e.patch.properties && e.patch.properties.reported;
+      if (rep === undefined) continue;
+      const v = lookup(rep, path.split('.'));
+      if (v === undefined) continue;
+      xs.push(Date.parse(e.time) / 1000);
+      ys.push(typeof v === 'number' ? v : null);
+      times.push(e.time);
+    }
+    if (xs.length === 0) { $('#chart').textContent = `No change in this range set reported.${path}.`; return; }
+    const width = Math.max(320, $('#chart').clientWidth || 900);
+    chart = new uPlot({
+      width, height: 260,
+      series: [{}, { label: 'reported.' + path, stroke: '#0b5cad', width: 2, points: { show: true, size: 6 }, spanGaps: false }],
+      axes: [{}, {}],
+    }, [xs, ys], $('#chart'));
+    chart.over.addEventListener('click', () => {
+      const i = chart.cursor.idx;
+      if (i !== null && i !== undefined) asOf(times[i]);
+    });
+    window.explorerChart = { times, values: ys };
+  }
+
+  $('#history-form').addEventListener('submit', (ev) => { ev.preventDefault(); load(); });
+  load();
+}
+
+// lookup walks a merge patch; null on the way means the property was removed.
+function lookup(o, keys) {
+  for (const k of keys) {
+    if (o === null) return null;
+    if (typeof o !== 'object' || !(k in o)) return undefined;
+    o = o[k];
+  }
+  return o;
+}
+
+function stripAll2(o) {
+  if (typeof o !== 'object' || o === null || Array.isArray(o)) return o;
+  const out = {};
+  for (const [k, v] of Object.entries(o)) if (k !== '$metadata') out[k] = stripAll2(v);
+  return out;
+}
+
 // Live: changes as they arrive, for one device or a filter.
 function liveScreen() {
   mount('#t-live');
@@ -395,5 +530,6 @@ $('#sign-out').addEventListener('click', () => {
 window.addEventListener('hashchange', route);
 window.addEventListener('unhandledrejection', (ev) => {
   if (ev.reason instanceof SignedOut) { route(); ev.preventDefault(); }
+  if (isAbort(ev.reason)) ev.preventDefault();
 });
 route();
