@@ -72,6 +72,7 @@ var routeRights = map[string][]sas.Permission{
 	"twin_replace":  {sas.ServiceConnect},
 	"query":         {sas.RegistryRead, sas.ServiceConnect},
 	"events":        {sas.ServiceConnect, sas.RegistryRead},
+	"rollout":       {sas.ServiceConnect, sas.RegistryRead},
 }
 
 func (c *Config) defaults() {
@@ -169,6 +170,7 @@ func New(cfg Config, commands Commands, records Records, ready func() bool, metr
 	a.handle("POST /devices/query", "query", a.query)
 	a.feeds = newFeeds(reg)
 	a.handle("GET /events", "events", a.events)
+	a.handle("GET /rollout", "rollout", a.rollout)
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "NotFound", fmt.Sprintf("no API at %s %s", r.Method, r.URL.Path))
 	})

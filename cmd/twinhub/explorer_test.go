@@ -57,7 +57,8 @@ func artifactsDir(t *testing.T, name string) string {
 // column, open a twin, edit desired and see the device's reported echo
 // arrive live, cause an etag conflict and see it shown, reload and save,
 // read a reported property's points on the history chart, open the twin as
-// of a change, and follow live changes.
+// of a change, see a desired property's rollout across the fleet, and
+// follow live changes.
 // No page may log a console error.
 func TestExplorer(t *testing.T) {
 	exe := chromium(t)
@@ -242,6 +243,21 @@ func TestExplorer(t *testing.T) {
 		chromedp.Evaluate[chromedp.Void](`[...document.querySelectorAll("#history-events tbody tr")]
 			.find((tr) => tr.textContent.includes('"temperature":21.5')).querySelector("button.asof").click()`),
 		until(text("#asof")+`.includes('"temperature": 21.5') && !`+text("#asof")+`.includes("23")`),
+	)
+	// ui-00 reported its desired firmware back (the simulator's echo), ui-01
+	// is not connected and cannot.
+	if r := p.call(t, "PATCH", "/twins/ui-01", `{"properties":{"desired":{"firmware":"2.1.0"}}}`); r.Status != 200 {
+		t.Fatalf("setting ui-01's desired firmware: %d %s", r.Status, r.Body)
+	}
+	expectError(t, p.call(t, "GET", "/rollout?path=firmware..x", ""), 400, "ArgumentInvalid", "path")
+	run("see the rollout: one of two devices reported the desired firmware back", "rollout",
+		chromedp.Navigate(p.HTTP+"/ui/#/rollout"),
+		chromedp.WaitVisible("#rollout-path"),
+		chromedp.SetValue("#rollout-path", "firmware"),
+		// The history sink writes in batches: ask again until it has.
+		chromedp.Poll[chromedp.Void](`(document.querySelector("#rollout-load").click(), window.explorerRollout !== undefined &&
+			explorerRollout.targeted[0] === 0 && explorerRollout.targeted.at(-1) === 2 && explorerRollout.matching.at(-1) === 1)`,
+			chromedp.WithPollingInterval(500*time.Millisecond), chromedp.WithPollingTimeout(30*time.Second)),
 	)
 	run("follow live changes", "",
 		chromedp.Navigate(p.HTTP+"/ui/#/live"),

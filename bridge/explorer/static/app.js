@@ -124,6 +124,7 @@ function route() {
   if (h.startsWith('#/twin/')) return twinScreen(decodeURIComponent(h.slice('#/twin/'.length)));
   if (h.startsWith('#/history/')) return historyScreen(decodeURIComponent(h.slice('#/history/'.length)));
   if (h.startsWith('#/live')) return liveScreen();
+  if (h.startsWith('#/rollout')) return rolloutScreen();
   return fleetScreen();
 }
 
@@ -476,6 +477,50 @@ function historyScreen(id) {
 
   $('#history-form').addEventListener('submit', (ev) => { ev.preventDefault(); load(); });
   load();
+}
+
+// Rollout: one desired property's convergence across the fleet, computed
+// by the hub from history (the browser gets one number per instant).
+function rolloutScreen() {
+  mount('#t-rollout');
+  const local = (d) => new Date(d.getTime() - d.getTimezoneOffset() * 60000).toISOString().slice(0, 19);
+  const now = new Date();
+  $('#rollout-from').value = local(new Date(now.getTime() - 3600 * 1000));
+  $('#rollout-to').value = local(new Date(now.getTime() + 60 * 1000));
+  $('#rollout-path').value = session.getItem('twinhub.rolloutPath') || '';
+  let chart = null;
+  $('#rollout-form').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    $('#rollout-error').textContent = '';
+    const path = $('#rollout-path').value.trim();
+    session.setItem('twinhub.rolloutPath', path);
+    const q = new URLSearchParams({ path, from: new Date($('#rollout-from').value).toISOString(),
+      to: new Date($('#rollout-to').value).toISOString(), points: '60' });
+    let points;
+    try {
+      points = (await api('GET', '/rollout?' + q)).body.points;
+    } catch (e) {
+      if (isAbort(e)) return;
+      $('#rollout-error').textContent = e instanceof HubError && e.status === 503 && /history is off/.test(e.message)
+        ? 'History is off on this hub. ' + e.message
+        : e instanceof HubError ? `${e.code} (${e.status}): ${e.message}` : e.message;
+      return;
+    }
+    const last = points[points.length - 1];
+    $('#rollout-status').textContent = last.targeted
+      ? `At ${last.time}: ${last.matching} of ${last.targeted} devices reported desired.${path} back (${Math.round(100 * last.matching / last.targeted)}%)`
+      : `No device has desired.${path} set at ${last.time}`;
+    if (chart) chart.destroy();
+    const xs = points.map((p) => Date.parse(p.time) / 1000);
+    const share = points.map((p) => (p.targeted ? 100 * p.matching / p.targeted : null));
+    chart = new uPlot({
+      width: Math.max(320, $('#rollout-chart').clientWidth || 900), height: 280,
+      scales: { y: { range: [0, 100] } },
+      series: [{}, { label: '% reported back', stroke: '#2da44e', width: 2, points: { show: true, size: 5 } }],
+      axes: [{}, { values: (u, vals) => vals.map((v) => v + '%') }],
+    }, [xs, share], $('#rollout-chart'));
+    window.explorerRollout = { times: points.map((p) => p.time), matching: points.map((p) => p.matching), targeted: points.map((p) => p.targeted) };
+  });
 }
 
 // lookup walks a merge patch; null on the way means the property was removed.
