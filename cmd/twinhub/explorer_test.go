@@ -57,9 +57,9 @@ func artifactsDir(t *testing.T, name string) string {
 // column, open a twin, edit desired and see the device's reported echo
 // arrive live, cause an etag conflict and see it shown, reload and save,
 // read a reported property's points on the history chart, open the twin as
-// of a change, see a desired property's rollout across the fleet, and
-// follow live changes.
-// No page may log a console error.
+// of a change, see a desired property's rollout across the fleet, follow
+// live changes, and see "history is off" and "hub unreachable" on a hub
+// without history and once it stopped. No page may log a console error.
 func TestExplorer(t *testing.T) {
 	exe := chromium(t)
 	shots := artifactsDir(t, "explorer")
@@ -272,6 +272,24 @@ func TestExplorer(t *testing.T) {
 	run("see live changes", "live",
 		until(`document.querySelectorAll("#live-events tbody tr").length === 2`),
 		until(text("#live-events tbody")+`.includes("ui-03") && `+text("#live-events tbody")+`.includes("ui-04")`),
+	)
+
+	// A hub without history: the explorer says history is off; once the hub
+	// is stopped, that it is unreachable.
+	q := startTwinhub(t, "")
+	run("history is off", "history-off",
+		chromedp.Navigate(q.HTTP+"/ui/"), // another origin: signed out
+		chromedp.WaitVisible("#conn"),
+		chromedp.SetValue("#conn", "HostName=localhost;SharedAccessKeyName=iothubowner;SharedAccessKey="+q.owner),
+		chromedp.Click("#signin"),
+		until(text("#page-info")+` === "Page 1 · 0 rows"`),
+		chromedp.Navigate(q.HTTP+"/ui/#/history/nobody"),
+		until(text("#history-error")+`.startsWith("History is off")`),
+	)
+	q.stop()
+	run("the hub is unreachable", "unreachable",
+		chromedp.Click("#history-load"),
+		until(`!document.querySelector("#banner").hidden && `+text("#banner")+`.startsWith("The hub is unreachable")`),
 	)
 
 	mu.Lock()
