@@ -54,7 +54,7 @@ func artifactsDir(t *testing.T, name string) string {
 // TestExplorer drives the twin explorer in headless Chromium against the
 // real hub with history in ClickHouse: sign in with a connection string,
 // run a query and page it, see a query's syntax error with its line and
-// column, open a twin, edit desired and see the device's reported echo
+// column, save a query and run it from the list, open a twin, edit desired and see the device's reported echo
 // arrive live, cause an etag conflict and see it shown, reload and save,
 // read a reported property's points on the history chart, open the twin as
 // of a change, see a desired property's rollout across the fleet, follow
@@ -188,6 +188,14 @@ func TestExplorer(t *testing.T) {
 		chromedp.SetValue("#query", "SELECT * FROM devices WHERE"),
 		chromedp.Click("#run-query"),
 		until(text("#query-error")+`.includes("line 1, column")`),
+	)
+	run("save a query and run it again from the saved list", "",
+		chromedp.SetValue("#query", "SELECT deviceId FROM devices WHERE deviceId IN ['ui-01', 'ui-02']"),
+		chromedp.Click("#save-query"),
+		chromedp.SetValue("#query", "SELECT * FROM devices"),
+		until(`document.querySelector("#saved button") !== null`),
+		chromedp.Click("#saved button"),
+		until(text("#page-info")+` === "Page 1 · 2 rows" && document.querySelector("#query").value.includes("IN ['ui-01'")`),
 	)
 	run("open a twin", "twin",
 		chromedp.SetValue("#query", "SELECT * FROM devices WHERE deviceId = 'ui-00'"),
