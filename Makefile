@@ -11,7 +11,8 @@ FUZZTIME ?= 30s
 run:
 	$(GO) run ./cmd/twinhub run --data-dir $(DATA) --clickhouse-local auto
 
-# deps installs the external programs the tests drive (Debian packages) and
+# deps installs the external programs the tests drive (Debian packages:
+# mosquitto, clickhouse-server, chromium) and
 # the pinned Azure IoT Node.js SDKs of the compatibility tests (npm, when
 # node_modules is missing or older than the lock file).
 AZURE_SDK := cmd/twinhub/testdata/azure-sdk
@@ -21,6 +22,9 @@ deps:
 	@command -v clickhouse-server >/dev/null 2>&1 || [ -x /usr/sbin/clickhouse-server ] || \
 		{ echo "installing clickhouse-server (Debian package; tests start their own server)"; apt-get update -qq && \
 		  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clickhouse-server clickhouse-client >/dev/null; }
+	@command -v chromium >/dev/null 2>&1 || \
+		{ echo "installing chromium (Debian package; the explorer's browser tests drive it headless)"; apt-get update -qq && \
+		  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 	@[ $(AZURE_SDK)/node_modules/.package-lock.json -nt $(AZURE_SDK)/package-lock.json ] || ! command -v npm >/dev/null 2>&1 || \
 		{ echo "installing the Azure IoT SDKs (npm ci in $(AZURE_SDK))"; npm ci --prefix $(AZURE_SDK) --no-audit --no-fund --loglevel=error; }
 

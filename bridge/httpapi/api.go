@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
@@ -46,7 +47,12 @@ type Config struct {
 	History History
 	// Querier answers POST /devices/query; nil answers it with 503.
 	Querier Querier
-	Logger  *slog.Logger
+	// Events serves the change feed, GET /events, from the event stream;
+	// nil answers it with 503.
+	Events jetstream.JetStream
+	// Feed bounds the change feeds.
+	Feed   FeedConfig
+	Logger *slog.Logger
 }
 
 // routeRights says which permissions each route needs; a token's policy
@@ -55,6 +61,7 @@ type Config struct {
 var routeRights = map[string][]sas.Permission{
 	"healthz":       nil,
 	"readyz":        nil,
+	"ui":            nil, // the explorer's files; it signs its own API calls
 	"device_get":    {sas.RegistryRead},
 	"device_list":   {sas.RegistryRead},
 	"device_put":    {sas.RegistryWrite},
@@ -64,6 +71,8 @@ var routeRights = map[string][]sas.Permission{
 	"twin_patch":    {sas.ServiceConnect},
 	"twin_replace":  {sas.ServiceConnect},
 	"query":         {sas.RegistryRead, sas.ServiceConnect},
+	"events":        {sas.ServiceConnect, sas.RegistryRead},
+	"rollout":       {sas.ServiceConnect, sas.RegistryRead},
 }
 
 func (c *Config) defaults() {
@@ -82,6 +91,7 @@ func (c *Config) defaults() {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	c.Feed.defaults()
 }
 
 // Commands submits pipeline commands; *pipeline.Client implements it.
@@ -110,6 +120,7 @@ type API struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	authFail *prometheus.CounterVec
+	feeds    *feeds
 }
 
 // New builds the API. ready reports whether twinhub is ready for /healthz;
@@ -157,6 +168,9 @@ func New(cfg Config, commands Commands, records Records, ready func() bool, metr
 	a.handle("PATCH /twins/{id}", "twin_patch", a.changeTwin(pipeline.KindPatchTwin))
 	a.handle("PUT /twins/{id}", "twin_replace", a.changeTwin(pipeline.KindReplaceTwin))
 	a.handle("POST /devices/query", "query", a.query)
+	a.feeds = newFeeds(reg)
+	a.handle("GET /events", "events", a.events)
+	a.handle("GET /rollout", "rollout", a.rollout)
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "NotFound", fmt.Sprintf("no API at %s %s", r.Method, r.URL.Path))
 	})
@@ -242,12 +256,17 @@ func (a *API) authorize(w http.ResponseWriter, r *http.Request, route string) bo
 }
 
 // routeResource is the IoT Hub resource of a request, below the host: every
-// route about one device (/devices/{id}, /twins/{id} and what is under them)
-// is that device's, ["devices", id]; the others (the registry list, queries)
-// are the whole hub's, nil.
+// route about one device (/devices/{id}, /twins/{id} and what is under them,
+// and /events?deviceId={id}) is that device's, ["devices", id]; the others
+// (the registry list, queries, other feeds) are the whole hub's, nil.
 func routeResource(r *http.Request) []string {
 	if id := r.PathValue("id"); id != "" {
 		return sas.DeviceScope(id)
+	}
+	if r.URL.Path == "/events" {
+		if id := r.URL.Query().Get("deviceId"); id != "" {
+			return sas.DeviceScope(id)
+		}
 	}
 	return nil
 }

@@ -33,7 +33,7 @@ func TestMatchesNothing(t *testing.T) {
 func TestRouteResource(t *testing.T) {
 	mux := http.NewServeMux()
 	var got []string
-	for _, pattern := range []string{"GET /devices/{id}", "GET /twins/{id}", "GET /twins/{id}/history", "GET /devices", "POST /devices/query"} {
+	for _, pattern := range []string{"GET /devices/{id}", "GET /twins/{id}", "GET /twins/{id}/history", "GET /devices", "POST /devices/query", "GET /events"} {
 		mux.HandleFunc(pattern, func(_ http.ResponseWriter, r *http.Request) { got = routeResource(r) })
 	}
 	for _, c := range []struct {
@@ -46,6 +46,8 @@ func TestRouteResource(t *testing.T) {
 		{"GET", "/twins/a%2Fb", []string{"devices", "a/b"}},
 		{"GET", "/devices", nil},
 		{"POST", "/devices/query", nil},
+		{"GET", "/events?deviceId=d%2F1", []string{"devices", "d/1"}},
+		{"GET", "/events?deviceIdPrefix=d", nil},
 	} {
 		got = []string{"unset"}
 		req, _ := http.NewRequest(c.method, "http://localhost"+c.path, nil)

@@ -21,9 +21,10 @@ const (
 
 // Server returns an http.Server for the API with the limits above, for the
 // caller to Serve on a listener and Shutdown. Responses have no write
-// deadline: history and query pages may take long to compute.
+// deadline: history and query pages may take long to compute, and change
+// feeds set their own per write.
 func (a *API) Server() *http.Server {
-	return &http.Server{
+	srv := &http.Server{
 		Handler:           a,
 		ReadHeaderTimeout: min(headerTimeout, a.cfg.ReadTimeout),
 		ReadTimeout:       a.cfg.ReadTimeout,
@@ -31,4 +32,7 @@ func (a *API) Server() *http.Server {
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
 	}
+	// Shutdown waits for idle connections; change feeds end themselves.
+	srv.RegisterOnShutdown(a.feeds.closeAll)
+	return srv
 }

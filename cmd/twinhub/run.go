@@ -24,6 +24,7 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/twinhub/twinhub/bridge/explorer"
 	"github.com/twinhub/twinhub/bridge/httpapi"
 	"github.com/twinhub/twinhub/bridge/mqttbridge"
 	"github.com/twinhub/twinhub/bridge/sas"
@@ -356,13 +357,14 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 
 	var ready atomic.Bool
 	api := httpapi.New(httpapi.Config{Logger: log, Policies: policies, HubNames: sas.HubNames(c.hostnames...), ReadTimeout: c.httpRead,
-		History: hist.reader, Querier: queries}, client, store, ready.Load,
+		History: hist.reader, Querier: queries, Events: js}, client, store, ready.Load,
 		promhttp.HandlerFor(reg, promhttp.HandlerOpts{EnableOpenMetrics: true}), reg)
 	var storeWatch *embedded.StoreWatcher // nil with an external NATS
 	if ns != nil {
 		storeWatch = embedded.NewStoreWatcher(ns, log, reg)
 	}
 	api.Handle("GET /readyz", "readyz", readiness(ready.Load, nc, storeWatch, lostData))
+	api.Handle("GET "+explorer.Prefix, "ui", explorer.Handler().ServeHTTP)
 	if c.pprof {
 		api.EnableProfiling()
 		log.Warn("Go profiles are served without authentication at /debug/pprof/ (--pprof)")
