@@ -75,8 +75,9 @@ func (f *fleet) replace(dev string, at time.Time, tags, desired string) {
 // (deploy/clickhouse/analytics, copied into the README) over a small fleet
 // whose answers are known, written by the sink. The fleet has desired
 // properties on devices whose twin is then replaced (d4) or that are
-// deleted (d6) or deleted and created again (d8), and an object of desired
-// properties deleted with null (d5): none of those may be pending in 07.
+// deleted (d6) or deleted and created again (d8), an object of desired
+// properties deleted with null (d5) and a value replaced by an object
+// (d1's fan): none of those may be pending in 07.
 func TestAnalyticsQueries(t *testing.T) {
 	e := newEnv(t, "")
 	f := &fleet{t: t, e: e, ver: map[string]int64{}, gen: map[string]string{}}
@@ -98,6 +99,8 @@ func TestAnalyticsQueries(t *testing.T) {
 	f.service("d5", h, `{"location":null}`, `{"mode":null}`)                 // no plant, no desired mode.eco
 	f.replace("d7", h, `{"location":{"plant":"paris","region":"EU"}}`, `{}`) // section delete and set in one event
 	f.service("d6", h, "", `{"interval":60}`)                                // d6 is deleted below
+	f.service("d1", twoDaysAgo, "", `{"fan":"auto"}`)
+	f.service("d1", h, "", `{"fan":{"speed":2}}`) // an object replaces the value
 	f.service("d8", h, "", `{"interval":40}`)
 	f.publish(pipeline.Event{DeviceID: "d8", Op: pipeline.OpDeleteDevice}, h.Add(time.Minute))
 	f.create("d8", h.Add(2*time.Minute)) // the same ID again: a new device
@@ -151,6 +154,7 @@ func TestAnalyticsQueries(t *testing.T) {
 			{"d2", desiredAt.Add(4 * time.Second).Format(time.DateTime)},
 		},
 		"07_desired_not_yet_reported": {
+			{"d1", "fan.speed", "2", ""},
 			{"d3", "interval", "30", ""},
 			{"d8", "interval", "45", ""},
 		},
