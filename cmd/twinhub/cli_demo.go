@@ -20,6 +20,7 @@ import (
 type demoDevice struct {
 	id, region, plant string
 	temperature       float64 // its first reading; later ones drift from it
+	offline           bool    // never connects: silent, its desired properties pending
 }
 
 // demoFleet is the demo's fleet. Its story, told through the hub's own API
@@ -37,14 +38,14 @@ type demoDevice struct {
 //   - demo-03 is swapped for new hardware: deleted and created again under
 //     the same ID, which reports 1.2.0 at once.
 var demoFleet = []demoDevice{
-	{"demo-01", "EU", "Berlin", 21.5},
-	{"demo-02", "EU", "Berlin", 22.1},
-	{"demo-03", "EU", "Berlin", 20.8},
-	{"demo-04", "EU", "Lyon", 19.4},
-	{"demo-05", "US", "Redmond43", 23.0},
-	{"demo-06", "US", "Redmond43", 24.2},
-	{"demo-07", "EU", "Lyon", 18.9},
-	{"demo-08", "US", "Redmond43", 0}, // never connects
+	{"demo-01", "EU", "Berlin", 21.5, false},
+	{"demo-02", "EU", "Berlin", 22.1, false},
+	{"demo-03", "EU", "Berlin", 20.8, false},
+	{"demo-04", "EU", "Lyon", 19.4, false},
+	{"demo-05", "US", "Redmond43", 23.0, false},
+	{"demo-06", "US", "Redmond43", 24.2, false},
+	{"demo-07", "EU", "Lyon", 18.9, false},
+	{"demo-08", "US", "Redmond43", 0, true},
 }
 
 func newDemoCommand() *cobra.Command {
@@ -100,7 +101,7 @@ func (d *demo) run(ctx context.Context) error {
 
 	fmt.Println("connecting the devices over MQTT; each reports firmware 1.0.0 and three temperature readings")
 	for _, dev := range demoFleet {
-		if dev.id == "demo-08" {
+		if dev.offline {
 			continue
 		}
 		if err := d.connect(ctx, dev.id); err != nil {
@@ -130,10 +131,10 @@ func (d *demo) run(ctx context.Context) error {
 		}
 	}
 	for _, dev := range demoFleet {
-		switch dev.id {
-		case "demo-08", "demo-07":
-			// offline; decommissioned below before it applies the update
-		case "demo-06":
+		switch {
+		case dev.offline, dev.id == "demo-07":
+			// demo-07 is decommissioned below before it applies the update
+		case dev.id == "demo-06":
 			if err := d.report(ctx, dev.id, `{"telemetryConfig":{"sendFrequency":"5m"},"firmware":{"lastError":"download failed"}}`); err != nil {
 				return err
 			}
@@ -171,7 +172,8 @@ func (d *demo) run(ctx context.Context) error {
 	if err := d.delete(ctx, "demo-03"); err != nil {
 		return err
 	}
-	if err := d.create(ctx, demoFleet[2]); err != nil {
+	swapped := demoFleet[slices.IndexFunc(demoFleet, func(dev demoDevice) bool { return dev.id == "demo-03" })]
+	if err := d.create(ctx, swapped); err != nil {
 		return err
 	}
 	if err := d.patch(ctx, "demo-03", `{"properties":{"desired":{"firmware":{"version":"1.2.0"},"telemetryConfig":{"sendFrequency":"5m"}}}}`); err != nil {
