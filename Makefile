@@ -48,6 +48,9 @@ fuzz:
 	$(GO) test ./queries/projection -run '^$$' -fuzz FuzzFlatten -fuzztime $(FUZZTIME)
 	$(GO) test ./bridge/mqttbridge -run '^$$' -fuzz FuzzDecide -fuzztime $(FUZZTIME)
 
+# lint fails when vet complains, a file is not gofmt-clean, or `go mod tidy`
+# would change go.mod or go.sum (it prints the diff and changes nothing).
 lint:
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; exit 1; }
+	@$(GO) mod tidy -diff || { echo "go.mod/go.sum are not tidy: run 'go mod tidy' and commit the result"; exit 1; }

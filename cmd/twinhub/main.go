@@ -53,7 +53,7 @@ TWINHUB_DATA_DIR, TWINHUB_CONNECTION_STRING and TWINHUB_MQTT.`,
 	root.SetVersionTemplate("twinhub {{.Version}}\n")
 	root.SetFlagErrorFunc(flagError)
 	root.AddCommand(newRunCommand(), newDeviceCommand(), newTwinCommand(), newQueryCommand(), newDeviceSimCommand(),
-		newBenchCommand(), newConnectionStringCommand(), newSASTokenCommand(), newNATSCredentialsCommand(),
+		newBenchCommand(), newConnectionStringCommand(), newSASTokenCommand(), newNATSCredentialsCommand(), newDemoCommand(),
 		&cobra.Command{
 			Use:   "version",
 			Short: "print twinhub's version",

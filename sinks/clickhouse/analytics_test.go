@@ -73,7 +73,11 @@ func (f *fleet) replace(dev string, at time.Time, tags, desired string) {
 
 // TestAnalyticsQueries runs every documented analytics query
 // (deploy/clickhouse/analytics, copied into the README) over a small fleet
-// whose answers are known, written by the sink.
+// whose answers are known, written by the sink. The fleet has desired
+// properties on devices whose twin is then replaced (d4) or that are
+// deleted (d6) or deleted and created again (d8), an object of desired
+// properties deleted with null (d5) and a value replaced by an object
+// (d1's fan): none of those may be pending in 07.
 func TestAnalyticsQueries(t *testing.T) {
 	e := newEnv(t, "")
 	f := &fleet{t: t, e: e, ver: map[string]int64{}, gen: map[string]string{}}
@@ -82,16 +86,25 @@ func TestAnalyticsQueries(t *testing.T) {
 	twoDaysAgo := now.Add(-48 * time.Hour)
 	recent := now.Add(-10 * time.Minute)
 
-	for _, d := range []string{"d1", "d2", "d3", "d4", "d5", "d6", "d7"} {
+	for _, d := range []string{"d1", "d2", "d3", "d4", "d5", "d6", "d7", "d8"} {
 		f.create(d, twoDaysAgo.Add(-time.Hour))
 	}
-	f.service("d1", twoDaysAgo, `{"plant":"berlin"}`, "")
-	f.service("d2", twoDaysAgo, `{"plant":"paris"}`, "")
-	f.service("d2", h, `{"plant":"berlin","line":{"id":2}}`, "") // the latest plant counts for all of d2's history
-	f.service("d3", twoDaysAgo, `{"plant":"paris"}`, "")
-	f.service("d4", twoDaysAgo, `{"plant":"rome"}`, "")
-	f.replace("d4", h, `{}`, `{}`)                // d4 has no plant any more
-	f.replace("d7", h, `{"plant":"paris"}`, `{}`) // section delete and set in one event
+	f.service("d1", twoDaysAgo, `{"location":{"plant":"berlin"}}`, "")
+	f.service("d2", twoDaysAgo, `{"location":{"plant":"paris"}}`, "")
+	f.service("d2", h, `{"location":{"plant":"berlin"},"line":{"id":2}}`, "") // the latest plant counts for all of d2's history
+	f.service("d3", twoDaysAgo, `{"location":{"plant":"paris"}}`, "")
+	f.service("d4", twoDaysAgo, `{"location":{"plant":"rome"}}`, `{"fan":{"speed":3}}`)
+	f.replace("d4", h, `{}`, `{}`) // d4 has no plant and no desired fan any more
+	f.service("d5", twoDaysAgo, `{"location":{"plant":"oslo"}}`, `{"mode":{"eco":true}}`)
+	f.service("d5", h, `{"location":null}`, `{"mode":null}`)                 // no plant, no desired mode.eco
+	f.replace("d7", h, `{"location":{"plant":"paris","region":"EU"}}`, `{}`) // section delete and set in one event
+	f.service("d6", h, "", `{"interval":60}`)                                // d6 is deleted below
+	f.service("d1", twoDaysAgo, "", `{"fan":"auto"}`)
+	f.service("d1", h, "", `{"fan":{"speed":2}}`) // an object replaces the value
+	f.service("d8", h, "", `{"interval":40}`)
+	f.publish(pipeline.Event{DeviceID: "d8", Op: pipeline.OpDeleteDevice}, h.Add(time.Minute))
+	f.create("d8", h.Add(2*time.Minute)) // the same ID again: a new device
+	f.service("d8", h.Add(3*time.Minute), "", `{"interval":45}`)
 
 	f.report("d1", twoDaysAgo, `{"firmware":{"version":"1.0"}}`)
 	f.report("d2", twoDaysAgo, `{"firmware":{"version":"1.0"}}`)
@@ -133,14 +146,17 @@ func TestAnalyticsQueries(t *testing.T) {
 		"04_most_changed_properties":    mostChanged(t, f.events, now),
 		"05_changes_per_hour_by_source": changesPerHour(f.events, now),
 		"06_silent_devices": {
-			{"d5", "1970-01-01 00:00:00"},
+			{"d5", "1970-01-01 00:00:00"}, // clickhouse-client prints 0000-00-00 00:00:00
+			{"d8", "1970-01-01 00:00:00"},
 			{"d3", h.Add(12 * time.Minute).Format(time.DateTime)},
 			{"d7", h.Add(13 * time.Minute).Format(time.DateTime)},
 			{"d4", h.Add(14 * time.Minute).Format(time.DateTime)},
 			{"d2", desiredAt.Add(4 * time.Second).Format(time.DateTime)},
 		},
 		"07_desired_not_yet_reported": {
+			{"d1", "fan.speed", "2", ""},
 			{"d3", "interval", "30", ""},
+			{"d8", "interval", "45", ""},
 		},
 	}
 	queries := chdeploy.Analytics()

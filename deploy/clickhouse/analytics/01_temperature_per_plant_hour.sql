@@ -1,4 +1,4 @@
--- Average reported temperature per plant and hour, last 7 days (plant from each device's latest tags.plant)
+-- Average reported temperature per plant and hour, last 7 days (plant from each device's latest tags.location.plant)
 SELECT
     plant,
     toStartOfHour(event_time) AS hour,
@@ -7,12 +7,13 @@ SELECT
 FROM twin_leaves
 ALL INNER JOIN
 (
-    -- The latest tags.plant of each device; a replaced or deleted tags
-    -- section (a delete of path '') clears it. Within one event the set
-    -- comes after the section delete, hence the (stream_seq, path) order.
-    SELECT device_id, argMax(ifNull(value_string, ''), (stream_seq, path)) AS plant
+    -- The latest tags.location.plant of each device; a change of tags.location
+    -- or a replaced or deleted tags section (a delete of path '') clears it.
+    -- Within one event the set comes after the section delete, hence the
+    -- (stream_seq, path) order.
+    SELECT device_id, argMax(if(path = 'location.plant', ifNull(value_string, ''), ''), (stream_seq, path)) AS plant
     FROM twin_leaves
-    WHERE section = 'tags' AND path IN ('plant', '')
+    WHERE section = 'tags' AND path IN ('location.plant', 'location', '')
     GROUP BY device_id
     HAVING plant != ''
 ) USING device_id

@@ -1,4 +1,4 @@
--- Live devices that have not reported anything for an hour (last_report 1970-01-01 means never)
+-- Live devices that have not reported anything for an hour (clickhouse-client prints last_report 0000-00-00 00:00:00 for never)
 SELECT
     device_id,
     maxIf(event_time, source = 'device') AS last_report
