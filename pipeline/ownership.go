@@ -277,13 +277,6 @@ func (s *partitionSubscriber) wait(ctx context.Context, d time.Duration) {
 	}
 }
 
-// owns reports whether this instance holds the partition's pin.
-func (s *partitionSubscriber) owns(part *partition) bool {
-	part.mu.Lock()
-	defer part.mu.Unlock()
-	return part.pin != ""
-}
-
 // handOver gives the partition away if this instance owns it: unpinned,
 // the partition goes to a standby pull at once. The commands this instance
 // has not started go back to JetStream; the new owner applies them once

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"cmp"
 	"context"
 	"slices"
 	"sync"
@@ -266,7 +267,7 @@ func (s *partitionSubscriber) settle(part *partition) {
 		if err == nil && cons.CachedInfo().NumAckPending <= held {
 			part.mu.Lock()
 			if part.settling && part.pin != "" {
-				slices.SortFunc(part.unsettled, func(a, b *heldCommand) int { return compareSeq(a.seq, b.seq) })
+				slices.SortFunc(part.unsettled, byStreamSeq)
 				for _, hc := range part.unsettled {
 					s.enqueueLocked(part, hc)
 				}
@@ -292,15 +293,8 @@ func (s *partitionSubscriber) settle(part *partition) {
 	}
 }
 
-func compareSeq(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
-}
+// byStreamSeq orders held commands as the stream stored them.
+func byStreamSeq(a, b *heldCommand) int { return cmp.Compare(a.seq, b.seq) }
 
 // returnUnstarted gives the partition's commands that the handler has not
 // started back to JetStream, in stream order, after the partition was lost.
@@ -317,7 +311,7 @@ func (s *partitionSubscriber) returnUnstarted(part *partition) {
 	}
 	part.held -= len(back)
 	part.mu.Unlock()
-	slices.SortFunc(back, func(a, b *heldCommand) int { return compareSeq(a.seq, b.seq) })
+	slices.SortFunc(back, byStreamSeq)
 	for _, hc := range back {
 		s.giveBack(part, hc)
 	}
