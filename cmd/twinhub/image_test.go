@@ -1,0 +1,299 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// repoRoot is the repository root, seen from this package's directory.
+const repoRoot = "../.."
+
+// dockerfileInstructions returns the instructions of a Dockerfile's final
+// stage (after its last FROM), continuation lines joined, comments dropped.
+// A COPY keeps only its options other than --from and its destination: the
+// sources differ between a multi-stage build and a prebuilt binary, what
+// lands where with which owner must not.
+func dockerfileInstructions(t *testing.T, path string) []string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	cur := ""
+	for _, l := range strings.Split(string(b), "\n") {
+		l = strings.TrimSpace(l)
+		if cur == "" && (l == "" || strings.HasPrefix(l, "#")) {
+			continue
+		}
+		if strings.HasSuffix(l, "\\") {
+			cur += strings.TrimSuffix(l, "\\") + " "
+			continue
+		}
+		lines = append(lines, strings.Join(strings.Fields(cur+l), " "))
+		cur = ""
+	}
+	last := -1
+	for i, l := range lines {
+		if strings.HasPrefix(strings.ToUpper(l), "FROM ") {
+			last = i
+		}
+	}
+	if last < 0 {
+		t.Fatalf("%s has no FROM", path)
+	}
+	var out []string
+	for _, l := range lines[last:] {
+		f := strings.Fields(l)
+		if strings.EqualFold(f[0], "COPY") {
+			kept := []string{"COPY"}
+			for _, a := range f[1 : len(f)-1] {
+				if strings.HasPrefix(a, "--") && !strings.HasPrefix(a, "--from=") {
+					kept = append(kept, a)
+				}
+			}
+			l = strings.Join(append(kept, f[len(f)-1]), " ")
+		}
+		out = append(out, l)
+	}
+	return out
+}
+
+// TestContainerfilesAlike: the image packed from a prebuilt binary (the one
+// the run test below can build here) is the image of the Dockerfile, and the
+// Dockerfile's final stage is what the README promises: an empty base, a
+// non-root user, the data volume, every listener exposed, the healthcheck.
+func TestContainerfilesAlike(t *testing.T) {
+	full := dockerfileInstructions(t, filepath.Join(repoRoot, "deploy/container/Dockerfile"))
+	pre := dockerfileInstructions(t, filepath.Join(repoRoot, "deploy/container/Containerfile.prebuilt"))
+	if !slices.Equal(full, pre) {
+		t.Fatalf("the final stages differ:\nDockerfile:\n  %s\nContainerfile.prebuilt:\n  %s",
+			strings.Join(full, "\n  "), strings.Join(pre, "\n  "))
+	}
+	text := strings.Join(full, "\n")
+	for _, want := range []string{
+		"FROM scratch",
+		"USER 65532:65532",
+		`VOLUME ["/data"]`,
+		"TWINHUB_DATA_DIR=/data",
+		"COPY --chown=65532:65532 /data",
+		`CMD ["/twinhub", "healthcheck"]`,
+		`ENTRYPOINT ["/twinhub"]`,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("the final stage lacks %q:\n%s", want, text)
+		}
+	}
+	// Every listener twinhub has listens on all interfaces and is exposed.
+	expose := regexp.MustCompile(`(?m)^EXPOSE (.*)$`).FindStringSubmatch(text)
+	if expose == nil {
+		t.Fatal("no EXPOSE")
+	}
+	for flag, port := range map[string]string{"HTTP": "8080", "MQTT": "1883", "MQTTS": "8883", "HTTPS": "8443", "NATS": "4222"} {
+		if !strings.Contains(text, "TWINHUB_"+flag+"_ADDR=0.0.0.0:"+port) {
+			t.Errorf("TWINHUB_%s_ADDR is not 0.0.0.0:%s", flag, port)
+		}
+		if !slices.Contains(strings.Fields(expose[1]), port) {
+			t.Errorf("port %s (%s) is not exposed: EXPOSE %s", port, flag, expose[1])
+		}
+	}
+	// The builder stage builds a static, path-free binary.
+	b, _ := os.ReadFile(filepath.Join(repoRoot, "deploy/container/Dockerfile"))
+	for _, want := range []string{"CGO_ENABLED=0", "-trimpath", "./cmd/twinhub"} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("the Dockerfile's build lacks %s", want)
+		}
+	}
+}
+
+// podmanRun is the podman command line that runs a container on this
+// machine, or a reason why none does.
+func podmanRun(t *testing.T, image string) ([]string, string) {
+	t.Helper()
+	if _, err := exec.LookPath("podman"); err != nil {
+		return nil, "podman is not installed (Debian package podman)"
+	}
+	// The first that runs: podman's defaults, then the settings a machine
+	// like the test machine needs (crun refuses cgroups v1 with a non-empty
+	// cgroup v2 hierarchy mounted beside it, so runc; no CAP_SYS_RESOURCE, so
+	// ulimits no higher than the current ones).
+	candidates := [][]string{
+		{"podman", "run"},
+		{"podman", "--runtime", "runc", "run", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"},
+	}
+	var reasons []string
+	for _, c := range candidates {
+		out, err := exec.Command(c[0], append(c[1:], "--rm", image, "version")...).CombinedOutput()
+		if err == nil && strings.Contains(string(out), "twinhub") {
+			return c, ""
+		}
+		reasons = append(reasons, fmt.Sprintf("%s: %v: %s", strings.Join(c, " "), err, lastLine(string(out))))
+	}
+	return nil, "no container runs here: " + strings.Join(reasons, "; ")
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
+}
+
+// TestContainerImage builds the image from a binary built here (no registry
+// is needed for FROM scratch), runs the hub in it, and drives it with the
+// image's own twinhub: a device created and its twin read, as the non-root
+// user, in the data volume.
+func TestContainerImage(t *testing.T) {
+	if _, err := exec.LookPath("podman"); err != nil {
+		t.Skip("podman is not installed (Debian package podman)")
+	}
+	ctx := t.TempDir()
+	if err := os.Mkdir(filepath.Join(ctx, "data"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	build := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", filepath.Join(ctx, "twinhub"), ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building the static binary: %v\n%s", err, out)
+	}
+	ca, err := os.ReadFile("/etc/ssl/certs/ca-certificates.crt")
+	if err != nil {
+		t.Skipf("no CA bundle to pack (Debian package ca-certificates): %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(ctx, "ca-certificates.crt"), ca, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	image := fmt.Sprintf("localhost/twinhub-test:%d", os.Getpid())
+	out, err := exec.Command("podman", "build", "--format", "docker", "-t", image,
+		"-f", filepath.Join(repoRoot, "deploy/container/Containerfile.prebuilt"), ctx).CombinedOutput()
+	if err != nil {
+		t.Fatalf("podman build: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("podman", "rmi", "-f", image).Run() })
+
+	inspect, err := exec.Command("podman", "image", "inspect", "--format",
+		"{{.Config.User}}|{{json .Config.Volumes}}|{{json .Config.Healthcheck.Test}}", image).CombinedOutput()
+	if err != nil {
+		t.Fatalf("podman image inspect: %v\n%s", err, inspect)
+	}
+	for _, want := range []string{"65532:65532|", `"/data"`, `["CMD","/twinhub","healthcheck"]`} {
+		if !strings.Contains(string(inspect), want) {
+			t.Errorf("image config %s lacks %s", inspect, want)
+		}
+	}
+
+	run, reason := podmanRun(t, image)
+	if run == nil {
+		t.Skip(reason)
+	}
+	name := fmt.Sprintf("twinhub-test-%d", os.Getpid())
+	// Host networking and port 0 everywhere: nothing the test machine runs
+	// is in the way. The image's own addresses (0.0.0.0, fixed ports) are
+	// checked above; the variables override them as a user's would.
+	args := append(run[1:], "-d", "--name", name, "--network", "host",
+		"-e", "TWINHUB_HTTP_ADDR=127.0.0.1:0", "-e", "TWINHUB_MQTT_ADDR=127.0.0.1:0",
+		"-e", "TWINHUB_MQTTS_ADDR=127.0.0.1:0", "-e", "TWINHUB_HTTPS_ADDR=127.0.0.1:0",
+		"-e", "TWINHUB_NATS_ADDR=127.0.0.1:0", image)
+	if out, err := exec.Command(run[0], args...).CombinedOutput(); err != nil {
+		t.Fatalf("podman run: %v\n%s", err, out)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			logs, _ := exec.Command("podman", "logs", name).CombinedOutput()
+			t.Logf("container log:\n%s", logs)
+		}
+		exec.Command("podman", "rm", "-f", name).Run()
+	})
+	ready := regexp.MustCompile(`msg="twinhub is ready" http=(\S+)`)
+	var httpAddr string
+	waitFor(t, 60*time.Second, "the hub in the container to log that it is ready", func() bool {
+		logs, _ := exec.Command("podman", "logs", name).CombinedOutput()
+		sc := bufio.NewScanner(strings.NewReader(string(logs)))
+		for sc.Scan() {
+			if m := ready.FindStringSubmatch(sc.Text()); m != nil {
+				httpAddr = m[1]
+				return true
+			}
+		}
+		return false
+	})
+	resp, err := http.Get("http://" + httpAddr + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("/readyz of the hub in the container: %d", resp.StatusCode)
+	}
+	server := "http://" + httpAddr
+	exec1 := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command("podman", append([]string{"exec", name, "/twinhub"}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("twinhub %s in the container: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	exec1("device", "create", "imageDevice", "--server", server)
+	exec1("twin", "update", "imageDevice", "--desired", `{"mode":"eco"}`, "--server", server)
+	if twin := exec1("twin", "get", "imageDevice", "--server", server); !strings.Contains(twin, `"eco"`) {
+		t.Fatalf("twin read in the container lacks the desired property:\n%s", twin)
+	}
+	if id := exec1("version"); !strings.HasPrefix(id, "twinhub ") {
+		t.Fatalf("twinhub version: %q", id)
+	}
+	// The data directory is the volume, written by the unprivileged user.
+	owner, err := exec.Command("podman", "exec", name, "/twinhub", "connection-string").CombinedOutput()
+	if err != nil || !strings.Contains(string(owner), "SharedAccessKeyName=iothubowner") {
+		t.Fatalf("connection-string from the volume's policies.json: %v\n%s", err, owner)
+	}
+}
+
+// TestImageBuildContext: what the Dockerfile's builder stage gets (the
+// repository root less Dockerfile.dockerignore, as podman filters it) is
+// enough to build twinhub the way the builder does.
+func TestImageBuildContext(t *testing.T) {
+	if _, err := exec.LookPath("podman"); err != nil {
+		t.Skip("podman is not installed (Debian package podman)")
+	}
+	dir := t.TempDir()
+	containerfile := filepath.Join(dir, "Containerfile")
+	if err := os.WriteFile(containerfile, []byte("FROM scratch\nCOPY . /src\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	image := fmt.Sprintf("localhost/twinhub-context-test:%d", os.Getpid())
+	out, err := exec.Command("podman", "build", "-t", image, "-f", containerfile,
+		"--ignorefile", filepath.Join(repoRoot, "deploy/container/Dockerfile.dockerignore"), repoRoot).CombinedOutput()
+	if err != nil {
+		t.Fatalf("podman build of the context: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("podman", "rmi", "-f", image).Run() })
+	// podman create needs no runtime; podman cp reads the image's files.
+	name := fmt.Sprintf("twinhub-context-test-%d", os.Getpid())
+	if out, err := exec.Command("podman", "create", "--name", name, image, "/none").CombinedOutput(); err != nil {
+		t.Fatalf("podman create: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("podman", "rm", "-f", name).Run() })
+	src := filepath.Join(dir, "src")
+	if out, err := exec.Command("podman", "cp", name+":/src", src).CombinedOutput(); err != nil {
+		t.Fatalf("podman cp: %v\n%s", err, out)
+	}
+	for _, gone := range []string{".git", "README.md", "cmd/twinhub/harness_test.go", "deploy/container"} {
+		if _, err := os.Stat(filepath.Join(src, gone)); err == nil {
+			t.Errorf("%s is in the build context; Dockerfile.dockerignore should keep it out", gone)
+		}
+	}
+	build := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(dir, "twinhub"), "./cmd/twinhub")
+	build.Dir = src
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building twinhub from the filtered context, as the Dockerfile does: %v\n%s", err, out)
+	}
+}
