@@ -12,10 +12,12 @@ run:
 	$(GO) run ./cmd/twinhub run --data-dir $(DATA) --clickhouse-local auto
 
 # deps installs the external programs the tests drive (Debian packages:
-# mosquitto, clickhouse-server, chromium) and
+# mosquitto, clickhouse-server, chromium, runc), helm (built from its Go
+# module into bin/) and
 # the pinned Azure IoT Node.js SDKs of the compatibility tests (npm, when
 # node_modules is missing or older than the lock file).
 AZURE_SDK := cmd/twinhub/testdata/azure-sdk
+HELM_VERSION := v3.21.4
 deps:
 	@command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || \
 		{ echo "installing mosquitto (Debian package)"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; }
@@ -25,6 +27,11 @@ deps:
 	@command -v chromium >/dev/null 2>&1 || \
 		{ echo "installing chromium (Debian package; the explorer's browser tests drive it headless)"; apt-get update -qq && \
 		  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@command -v runc >/dev/null 2>&1 || ! command -v podman >/dev/null 2>&1 || \
+		{ echo "installing runc (Debian package; podman runs the image tests with it where crun cannot)"; apt-get update -qq && \
+		  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq runc >/dev/null; }
+	@$(GO) version -m bin/helm 2>/dev/null | grep -q "mod	helm.sh/helm/v3	$(HELM_VERSION)" || \
+		{ echo "building helm $(HELM_VERSION) into bin/ (go install; the chart tests run it)"; GOBIN=$(CURDIR)/bin $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION); }
 	@[ $(AZURE_SDK)/node_modules/.package-lock.json -nt $(AZURE_SDK)/package-lock.json ] || ! command -v npm >/dev/null 2>&1 || \
 		{ echo "installing the Azure IoT SDKs (npm ci in $(AZURE_SDK))"; npm ci --prefix $(AZURE_SDK) --no-audit --no-fund --loglevel=error; }
 
