@@ -277,10 +277,13 @@ func TestHelmChart(t *testing.T) {
 	}
 }
 
-// sourceServes reports whether the HTTP API's source registers path.
+// sourceServes reports whether the HTTP API's source (the package, or the
+// wiring in this command) registers path.
 func sourceServes(t *testing.T, path string) bool {
 	t.Helper()
 	files, _ := filepath.Glob(filepath.Join(repoRoot, "bridge/httpapi/*.go"))
+	wiring, _ := filepath.Glob("*.go")
+	files = append(files, wiring...)
 	for _, f := range files {
 		if strings.HasSuffix(f, "_test.go") {
 			continue
