@@ -153,29 +153,8 @@ func TestContainerImage(t *testing.T) {
 	if _, err := exec.LookPath("podman"); err != nil {
 		t.Skip("podman is not installed (Debian package podman)")
 	}
-	ctx := t.TempDir()
-	if err := os.Mkdir(filepath.Join(ctx, "data"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	build := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", filepath.Join(ctx, "twinhub"), ".")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building the static binary: %v\n%s", err, out)
-	}
-	ca, err := os.ReadFile("/etc/ssl/certs/ca-certificates.crt")
-	if err != nil {
-		t.Skipf("no CA bundle to pack (Debian package ca-certificates): %v", err)
-	}
-	if err := os.WriteFile(filepath.Join(ctx, "ca-certificates.crt"), ca, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	image := fmt.Sprintf("localhost/twinhub-test:%d", os.Getpid())
-	out, err := exec.Command("podman", "build", "--format", "docker", "-t", image,
-		"-f", filepath.Join(repoRoot, "deploy/container/Containerfile.prebuilt"), ctx).CombinedOutput()
-	if err != nil {
-		t.Fatalf("podman build: %v\n%s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("podman", "rmi", "-f", image).Run() })
+	image := buildPrebuiltImage(t, "twinhub-test", "deploy/container/Containerfile.prebuilt", map[string]string{
+		"twinhub": ".", "ca-certificates.crt": "/etc/ssl/certs/ca-certificates.crt"})
 
 	inspect, err := exec.Command("podman", "image", "inspect", "--format",
 		"{{.Config.User}}|{{json .Config.Volumes}}|{{json .Config.Healthcheck.Test}}", image).CombinedOutput()
@@ -292,4 +271,44 @@ func TestImageBuildContext(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("building twinhub from the filtered context, as the Dockerfile does: %v\n%s", err, out)
 	}
+}
+
+// buildPrebuiltImage builds an image named localhost/NAME:PID with podman
+// from containerfile (absolute, or relative to the repository root) and a context of
+// files: a static build of each Go package given as "." or a module path,
+// or a copy of each other path; plus an empty directory data. The image is
+// removed when the test ends.
+func buildPrebuiltImage(t *testing.T, name, containerfile string, files map[string]string) string {
+	t.Helper()
+	ctx := t.TempDir()
+	if err := os.Mkdir(filepath.Join(ctx, "data"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for dst, src := range files {
+		if !strings.HasPrefix(src, "/") {
+			build := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", filepath.Join(ctx, dst), src)
+			build.Env = append(os.Environ(), "CGO_ENABLED=0")
+			if out, err := build.CombinedOutput(); err != nil {
+				t.Fatalf("building %s statically: %v\n%s", src, err, out)
+			}
+			continue
+		}
+		b, err := os.ReadFile(src)
+		if err != nil {
+			t.Skipf("nothing to pack as %s: %v", dst, err)
+		}
+		if err := os.WriteFile(filepath.Join(ctx, dst), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !filepath.IsAbs(containerfile) {
+		containerfile = filepath.Join(repoRoot, containerfile)
+	}
+	image := fmt.Sprintf("localhost/%s:%d", name, os.Getpid())
+	out, err := exec.Command("podman", "build", "--format", "docker", "-t", image, "-f", containerfile, ctx).CombinedOutput()
+	if err != nil {
+		t.Fatalf("podman build: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("podman", "rmi", "-f", image).Run() })
+	return image
 }
