@@ -150,8 +150,12 @@ func clientCommand(use, short string, args cobra.PositionalArgs, declare func(fs
 
 // deviceConnectionString returns the connection string of deviceID, built
 // from its primary key as the registry reports it.
-func (c *apiClient) deviceConnectionString(ctx context.Context, deviceID, hostName string) (sas.ConnectionString, error) {
-	b, err := c.call(ctx, http.MethodGet, "/devices/"+url.PathEscape(deviceID), nil, nil)
+func (c *apiClient) deviceConnectionString(ctx context.Context, deviceID, moduleID, hostName string) (sas.ConnectionString, error) {
+	path := "/devices/" + url.PathEscape(deviceID)
+	if moduleID != "" {
+		path += "/modules/" + url.PathEscape(moduleID)
+	}
+	b, err := c.call(ctx, http.MethodGet, path, nil, nil)
 	if err != nil {
 		return sas.ConnectionString{}, err
 	}
@@ -163,5 +167,5 @@ func (c *apiClient) deviceConnectionString(ctx context.Context, deviceID, hostNa
 	if err := json.Unmarshal(b, &d); err != nil {
 		return sas.ConnectionString{}, err
 	}
-	return sas.ConnectionString{HostName: hostName, DeviceID: deviceID, SharedAccessKey: d.Authentication.SymmetricKey.PrimaryKey}, nil
+	return sas.ConnectionString{HostName: hostName, DeviceID: deviceID, ModuleID: moduleID, SharedAccessKey: d.Authentication.SymmetricKey.PrimaryKey}, nil
 }
