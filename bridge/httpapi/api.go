@@ -274,6 +274,11 @@ func (a *API) authorize(w http.ResponseWriter, r *http.Request, route string) bo
 // others (the registry list, queries, other feeds) are the whole hub's, nil.
 func routeResource(r *http.Request) []string {
 	if id := r.PathValue("id"); id != "" {
+		if strings.Contains(id, "/") {
+			// An encoded slash in a path ID names no device (the handler
+			// answers 400) and is one segment no token's sr covers.
+			return []string{"devices", id}
+		}
 		if mid := r.PathValue("mid"); mid != "" {
 			return sas.DeviceScope(pipeline.ModuleEntity(id, mid))
 		}
