@@ -222,21 +222,31 @@ func healthcheck(ctx context.Context, target string, timeout time.Duration) (str
 	return line, nil
 }
 
-// componentProblems names each component that is not ok with its message,
-// the ones that are down first.
+// componentProblems names each component that is not ok with its
+// message: the ones that keep the hub from being ready first, then the
+// others that are down, then warnings.
 func componentProblems(body httpapi.ReadyzBody) string {
-	var down, warn []string
+	blocking := map[string]bool{}
+	for _, c := range body.Conditions {
+		blocking[c.Component] = blocking[c.Component] || c.Blocking
+	}
+	var ranked [3][]string
 	for name, c := range body.Components {
-		switch c.Status {
-		case httpapi.ComponentDown:
-			down = append(down, name+" down ("+c.Message+")")
-		case httpapi.ComponentWarning:
-			warn = append(warn, name+" warning ("+c.Message+")")
+		switch {
+		case blocking[name]:
+			ranked[0] = append(ranked[0], name+" down ("+c.Message+")")
+		case c.Status == httpapi.ComponentDown:
+			ranked[1] = append(ranked[1], name+" down ("+c.Message+")")
+		case c.Status == httpapi.ComponentWarning:
+			ranked[2] = append(ranked[2], name+" warning ("+c.Message+")")
 		}
 	}
-	sort.Strings(down)
-	sort.Strings(warn)
-	return strings.Join(append(down, warn...), "; ")
+	var all []string
+	for _, r := range ranked {
+		sort.Strings(r)
+		all = append(all, r...)
+	}
+	return strings.Join(all, "; ")
 }
 
 // tlsListeners names the listeners that serve cfg's certificate.
