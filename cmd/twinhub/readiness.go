@@ -17,6 +17,7 @@ import (
 	"github.com/twinhub/twinhub/bridge/mqttbridge"
 	"github.com/twinhub/twinhub/deploy/embedded"
 	"github.com/twinhub/twinhub/pipeline"
+	"github.com/twinhub/twinhub/pipeline/topology"
 )
 
 // reportLostData finds the data JetStream dropped as damaged when it
@@ -40,6 +41,10 @@ func reportLostData(ctx context.Context, js jetstream.JetStream, log *slog.Logge
 		Namespace: "twinhub", Subsystem: "jetstream", Name: "lost_messages",
 		Help: "Messages found lost from the stream at this start (dropped as damaged, or missing from the end of the event stream).",
 	}, []string{"stream"})
+	for _, stream := range []string{topology.CommandStream, topology.EventStream} {
+		lostBytes.WithLabelValues(stream) // 0 until a loss, so alerts and dashboards see the series
+		lostMessages.WithLabelValues(stream)
+	}
 	lost, err := pipeline.FindLostData(ctx, js)
 	if err != nil {
 		log.Error("could not check the streams for data lost at start", "err", err)
