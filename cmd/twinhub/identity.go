@@ -139,20 +139,23 @@ func (c *certExpiryCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// defaultHealthcheckURL is /readyz on `twinhub run`'s HTTP address: the
-// default one, or TWINHUB_HTTP_ADDR's (an unspecified host such as 0.0.0.0
-// is asked on loopback).
+// defaultHealthcheckURL is /readyz on `twinhub run`'s HTTP address as
+// TWINHUB_HTTP_ADDR sets it (an unspecified host such as 0.0.0.0 is asked
+// on loopback), else on the clients' TWINHUB_SERVER, else on the default
+// 127.0.0.1:8080.
 func defaultHealthcheckURL() string {
-	addr := "127.0.0.1:8080"
 	if env := os.Getenv("TWINHUB_HTTP_ADDR"); env != "" {
 		if host, port, err := net.SplitHostPort(env); err == nil {
 			if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
 				host = "127.0.0.1"
 			}
-			addr = net.JoinHostPort(host, port)
+			return "http://" + net.JoinHostPort(host, port) + "/readyz"
 		}
 	}
-	return "http://" + addr + "/readyz"
+	if server := os.Getenv("TWINHUB_SERVER"); server != "" {
+		return strings.TrimSuffix(server, "/") + "/readyz"
+	}
+	return "http://127.0.0.1:8080/readyz"
 }
 
 func newHealthcheckCommand() *cobra.Command {
@@ -163,7 +166,8 @@ func newHealthcheckCommand() *cobra.Command {
 checks (an image without curl): exit status 0 when it is ready or degraded
 (a component such as ClickHouse is down but the hub takes writes), 1 when it
 is not ready or does not answer. One line says why. The default URL is
-/readyz on TWINHUB_HTTP_ADDR, or on 127.0.0.1:8080.`,
+/readyz on TWINHUB_HTTP_ADDR (the address 'twinhub run' reads), else on
+TWINHUB_SERVER, else on 127.0.0.1:8080.`,
 		Args: noArgs,
 	}
 	target := cmd.Flags().String("url", defaultHealthcheckURL(), "the hub's /readyz (or /livez) URL")
