@@ -90,6 +90,13 @@ func TestSystemdConfigFiles(t *testing.T) {
 			o.JetStream, o.Cluster.Name, len(o.Routes), o.HTTPHost, o.TLSConfig != nil, o.Cluster.TLSConfig != nil, len(o.Users))
 	}
 
+	// nats-server's own validation of the options, on loopback ports
+	// instead of the configured ones and without dialing the routes.
+	o.Host, o.Port, o.Cluster.Host, o.Cluster.Port, o.HTTPHost, o.HTTPPort, o.Routes = "127.0.0.1", -1, "127.0.0.1", -1, "127.0.0.1", -1, nil
+	if _, err := server.NewServer(o); err != nil {
+		t.Errorf("nats-server refuses nats-server.conf's options: %v", err)
+	}
+
 	env, err := os.ReadFile(filepath.Join(systemdDir, "twinhub.env"))
 	if err != nil {
 		t.Fatal(err)
