@@ -183,3 +183,45 @@ func TestVersion(t *testing.T) {
 	}
 	t.Logf("%s", out)
 }
+
+// TestDefaultHealthcheckURL: healthcheck asks the address `twinhub run`
+// reads from TWINHUB_HTTP_ADDR (an unspecified host on loopback), else the
+// clients' TWINHUB_SERVER, else the default address.
+func TestDefaultHealthcheckURL(t *testing.T) {
+	for _, tc := range []struct{ httpAddr, server, want string }{
+		{"", "", "http://127.0.0.1:8080/readyz"},
+		{"0.0.0.0:9000", "", "http://127.0.0.1:9000/readyz"},
+		{"[::]:9000", "http://hub:1", "http://127.0.0.1:9000/readyz"},
+		{":9000", "", "http://127.0.0.1:9000/readyz"},
+		{"10.0.0.5:8080", "", "http://10.0.0.5:8080/readyz"},
+		{"", "http://127.0.0.1:8081/", "http://127.0.0.1:8081/readyz"},
+		{"no port", "http://127.0.0.1:8081", "http://127.0.0.1:8081/readyz"},
+	} {
+		t.Setenv("TWINHUB_HTTP_ADDR", tc.httpAddr)
+		t.Setenv("TWINHUB_SERVER", tc.server)
+		if got := defaultHealthcheckURL(); got != tc.want {
+			t.Errorf("TWINHUB_HTTP_ADDR=%q TWINHUB_SERVER=%q: %s, want %s", tc.httpAddr, tc.server, got, tc.want)
+		}
+	}
+}
+
+// TestHealthcheckLine: the line names the components that keep the hub
+// from being ready first, then those down without blocking, then warnings.
+func TestHealthcheckLine(t *testing.T) {
+	body := httpapi.ReadyzBody{Status: httpapi.StatusNotReady,
+		Components: map[string]httpapi.ComponentStatus{
+			"clickhouse": {Status: httpapi.ComponentDown, Message: "unreachable"},
+			"jetstream":  {Status: httpapi.ComponentWarning, Message: "lost 3"},
+			"nats":       {Status: httpapi.ComponentDown, Message: "not connected"},
+			"broker":     {Status: httpapi.ComponentOK, Message: "listening"},
+		},
+		Conditions: []httpapi.Condition{
+			{Component: "clickhouse", Message: "unreachable", Down: true},
+			{Component: "jetstream", Message: "lost 3"},
+			{Component: "nats", Message: "not connected", Blocking: true},
+		}}
+	want := "nats down (not connected); clickhouse down (unreachable); jetstream warning (lost 3)"
+	if got := componentProblems(body); got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
