@@ -372,9 +372,7 @@ func (a *API) putDevice(w http.ResponseWriter, r *http.Request) {
 	if present {
 		cmd.Kind, cmd.IfMatch = pipeline.KindUpdateDevice, m
 	}
-	if a.do(w, r, cmd) && cmd.Kind == pipeline.KindCreateDevice && !pipeline.IsModule(id) {
-		a.deleteModules(r.Context(), id)
-	}
+	a.do(w, r, cmd)
 }
 
 func (a *API) deleteDevice(w http.ResponseWriter, r *http.Request) {
