@@ -73,6 +73,12 @@ var routeRights = map[string][]sas.Permission{
 	"query":         {sas.RegistryRead, sas.ServiceConnect},
 	"events":        {sas.ServiceConnect, sas.RegistryRead},
 	"rollout":       {sas.ServiceConnect, sas.RegistryRead},
+	// X.509 CA certificates (certificates.go)
+	"certificate_get":    {sas.RegistryRead},
+	"certificate_list":   {sas.RegistryRead},
+	"certificate_put":    {sas.RegistryWrite},
+	"certificate_delete": {sas.RegistryWrite},
+	"certificate_verify": {sas.RegistryWrite},
 }
 
 func (c *Config) defaults() {

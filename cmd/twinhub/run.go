@@ -289,6 +289,10 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 	} else {
 		log.Warn("authentication is OFF (--auth=false): anyone who reaches the listeners can read and change every twin")
 	}
+	certStore, err := openCertificates(setupCtx, js, log)
+	if err != nil {
+		return err
+	}
 	var tlsConfig *tls.Config
 	if c.mqttsAddr != "" || c.httpsAddr != "" {
 		certFile, keyFile := c.tlsCert, c.tlsKey
@@ -325,6 +329,8 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 		if c.auth {
 			auth = mqttbridge.NewAuth(store, client, policies, log, reg)
 			auth.SetHubNames(sas.HubNames(c.hostnames...))
+			auth.SetCertificateAuthorities(certStore)
+			certStore.OnChange(auth.CertificateChanged)
 			hooks = append([]mqtt.Hook{auth}, hooks...)
 		}
 		broker, err = embedded.StartBroker(bcfg, hooks...)
@@ -363,6 +369,7 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 	if ns != nil {
 		storeWatch = embedded.NewStoreWatcher(ns, log, reg)
 	}
+	api.ServeCertificates(certStore)
 	api.Handle("GET /readyz", "readyz", readiness(ready.Load, nc, storeWatch, lostData))
 	api.Handle("GET "+explorer.Prefix, "ui", explorer.Handler().ServeHTTP)
 	if c.pprof {
@@ -406,6 +413,7 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 	if auth != nil {
 		g.Go(func() error { return auth.Run(gctx, nc) })
 	}
+	g.Go(func() error { return certStore.Run(gctx) })
 	httpErr := make(chan error, 1)
 	// Exits when httpSrv.Shutdown is called.
 	go func() { httpErr <- httpSrv.Serve(ln) }()
