@@ -15,7 +15,9 @@ import (
 	"encoding/pem"
 	"math/big"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -122,7 +124,11 @@ type x509Hub struct {
 
 func startX509Hub(t *testing.T) *x509Hub {
 	t.Helper()
-	p := startTwinhub(t, "")
+	return newX509Hub(t, startTwinhub(t, ""))
+}
+
+func newX509Hub(t *testing.T, p *proc) *x509Hub {
+	t.Helper()
 	b, err := os.ReadFile(filepath.Join(p.dataDir, "tls", "ca.pem"))
 	if err != nil {
 		t.Fatal(err)
@@ -496,5 +502,43 @@ func TestX509BadInput(t *testing.T) {
 	}
 	if r := h.call(t, "GET", "/certificates/ca1", "", "Authorization", readTok); r.Status != 200 || get(r.json(t), "etag") != etag {
 		t.Errorf("GET /certificates/ca1 with registryRead: %d %s", r.Status, r.Body)
+	}
+}
+
+// TestREADMEX509: the shell blocks of the README's Security section (X.509
+// devices), run as written with bash in a directory laid out as the
+// walkthrough's (./twinhub, ./data of a running hub), register a
+// self-signed device and a verified CA with a device; both then connect
+// with the certificates the blocks made.
+func TestREADMEX509(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := readmeShellBlocks(string(readme), "## Security")
+	if len(blocks) != 2 {
+		t.Fatalf("found %d shell blocks in the README's Security section, want 2", len(blocks))
+	}
+	script := []string{"set -euo pipefail"}
+	for _, b := range blocks {
+		script = append(script, b.lines...)
+	}
+	dir := t.TempDir()
+	h := newX509Hub(t, startTwinhub(t, filepath.Join(dir, "data")))
+	if err := os.Symlink(binary, filepath.Join(dir, "twinhub")); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("bash", "-c", strings.Join(script, "\n"))
+	cmd.Dir = dir
+	cmd.Env = append(slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "TWINHUB_") }), "TWINHUB_SERVER="+h.HTTP)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("the README's X.509 commands: %v\n%s", err, out)
+	}
+	for _, id := range []string{"thermo-1", "pump-7"} {
+		pair, err := tls.LoadX509KeyPair(filepath.Join(dir, id+".pem"), filepath.Join(dir, id+"-key.pem"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.mustConnect(t, h.mqtts, id, pair).Close()
 	}
 }
