@@ -67,17 +67,17 @@ func (r *Record) encode() ([]byte, error) {
 type Identity struct {
 	GenerationID string `json:"generationId"`
 	// Etag counts identity changes (the registry's deviceEtag).
-	Etag         int64  `json:"etag"`
-	PrimaryKey   string `json:"primaryKey,omitempty"`
-	SecondaryKey string `json:"secondaryKey,omitempty"`
+	Etag                       int64     `json:"etag"`
+	PrimaryKey                 string    `json:"primaryKey,omitempty"`
+	SecondaryKey               string    `json:"secondaryKey,omitempty"`
+	ConnectionStateUpdatedTime time.Time `json:"connectionStateUpdatedTime"`
 	// Authentication is the device's authentication type when it is not
 	// SAS (AuthSelfSigned or AuthCertificateAuthority); see AuthType.
 	Authentication string `json:"authentication,omitempty"`
 	// PrimaryThumbprint and SecondaryThumbprint are a self-signed device's
 	// certificate thumbprints (upper-case hex, SHA-1 or SHA-256).
-	PrimaryThumbprint          string    `json:"primaryThumbprint,omitempty"`
-	SecondaryThumbprint        string    `json:"secondaryThumbprint,omitempty"`
-	ConnectionStateUpdatedTime time.Time `json:"connectionStateUpdatedTime"`
+	PrimaryThumbprint   string `json:"primaryThumbprint,omitempty"`
+	SecondaryThumbprint string `json:"secondaryThumbprint,omitempty"`
 }
 
 // Exists reports whether the record holds a live device.
