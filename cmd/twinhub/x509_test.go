@@ -257,6 +257,10 @@ func TestX509SelfSigned(t *testing.T) {
 
 	h.mustConnect(t, h.mqtts, "x5self", first.tlsCertificate()).Close()
 	h.mustConnect(t, h.wss, "x5self", second.tlsCertificate()).Close()
+	// The CLI has no SAS connection string for it, and says what to use.
+	if out, err := h.cli(t, "connection-string", "--device", "x5self"); err == nil || !strings.Contains(err.Error(), "HostName=localhost;DeviceId=x5self;x509=true") {
+		t.Errorf("connection-string --device x5self: %q, %v", out, err)
+	}
 
 	h.mustRefuse(t, "an unregistered certificate", h.mqtts, "x5self", newCert(t, certSpec{cn: "x5self"}, nil).tlsCertificate(), "thumbprint")
 
