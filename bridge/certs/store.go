@@ -463,7 +463,9 @@ func (s *Store) Run(ctx context.Context) error {
 				}
 				s.mu.Unlock()
 			}
-			if !initial && s.onChange != nil {
+			// A removal among the initial values happened after Load: the
+			// sessions it authenticated must be checked too.
+			if (!initial || e.Operation() != jetstream.KeyValuePut) && s.onChange != nil {
 				s.onChange()
 			}
 		}

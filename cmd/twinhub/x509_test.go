@@ -257,6 +257,12 @@ func TestX509SelfSigned(t *testing.T) {
 
 	h.mustConnect(t, h.mqtts, "x5self", first.tlsCertificate()).Close()
 	h.mustConnect(t, h.wss, "x5self", second.tlsCertificate()).Close()
+	// Queries see the authentication type and thumbprint.
+	q := `{"query":"SELECT deviceId, x509Thumbprint FROM devices WHERE authenticationType = 'selfSigned'"}`
+	waitFor(t, 10*time.Second, "a query to find the selfSigned device", func() bool {
+		r := h.call(t, "POST", "/devices/query", q, "Content-Type", "application/json")
+		return r.Status == 200 && strings.Contains(string(r.Body), `"x5self"`) && strings.Contains(string(r.Body), first.sha1Thumbprint())
+	})
 	// The CLI has no SAS connection string for it, and says what to use.
 	if out, err := h.cli(t, "connection-string", "--device", "x5self"); err == nil || !strings.Contains(err.Error(), "HostName=localhost;DeviceId=x5self;x509=true") {
 		t.Errorf("connection-string --device x5self: %q, %v", out, err)
