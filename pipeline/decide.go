@@ -35,7 +35,7 @@ func answer(cmd Command, rec *Record) Result {
 		res.Body = b
 		res.Version = rec.Twin.Version
 	case KindCreateDevice, KindUpdateDevice:
-		res.Body = rec.documentJSON()
+		res.Body = rec.IdentityJSON()
 	case KindDeleteDevice, KindConnection:
 		res.Status = http.StatusNoContent
 	}
@@ -46,7 +46,7 @@ func answer(cmd Command, rec *Record) Result {
 // It returns either a change or a final result (a read, or a rejection).
 func decide(cmd Command, rec *Record, now time.Time) (*change, Result) {
 	now = now.UTC().Truncate(100 * time.Nanosecond)
-	if err := twin.ValidateDeviceID(cmd.DeviceID); err != nil {
+	if err := ValidateEntityID(cmd.DeviceID); err != nil {
 		return nil, invalidArgument(cmd, err)
 	}
 	if cmd.Kind != KindCreateDevice && !rec.Exists() {
@@ -134,7 +134,7 @@ func decideTwin(cmd Command, rec *Record, now time.Time) (*change, Result) {
 // (rec is then its tombstone).
 func decideCreate(cmd Command, rec *Record, now time.Time) (*change, Result) {
 	if rec.Exists() {
-		return nil, Failure(cmd.ID, http.StatusConflict, "DeviceAlreadyExists", "device %q already exists", cmd.DeviceID)
+		return nil, alreadyExists(cmd)
 	}
 	body, err := parseDeviceBody(cmd.Body, cmd.DeviceID, AuthSAS)
 	if err != nil {

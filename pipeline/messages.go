@@ -8,7 +8,6 @@ package pipeline
 import (
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"strings"
 
 	"github.com/nats-io/nats.go"
@@ -127,17 +126,19 @@ func (e *ResultError) Error() string {
 // IoT Hub error codes: name, HTTP status and the numeric code devices see in
 // MQTT error bodies (reference §4.4).
 var errorCodes = map[string]int{
-	"ArgumentInvalid":          400004,
-	"ArgumentNull":             400005,
-	"IotHubUnauthorizedAccess": 401002,
-	"DeviceNotFound":           404001,
-	"DeviceAlreadyExists":      409001,
-	"PreconditionFailed":       412001,
-	"MessageTooLarge":          413001,
-	"ThrottlingException":      429001,
-	"ServerError":              500001,
-	"ServiceUnavailable":       503001,
-	"GatewayTimeout":           504101,
+	"ArgumentInvalid":             400004,
+	"ArgumentNull":                400005,
+	"IotHubUnauthorizedAccess":    401002,
+	"DeviceNotFound":              404001,
+	"DeviceAlreadyExists":         409001,
+	"ModuleNotFound":              404010,
+	"ModuleAlreadyExistsOnDevice": 409301,
+	"PreconditionFailed":          412001,
+	"MessageTooLarge":             413001,
+	"ThrottlingException":         429001,
+	"ServerError":                 500001,
+	"ServiceUnavailable":          503001,
+	"GatewayTimeout":              504101,
 }
 
 // NumericCode returns IoT Hub's numeric error code for an error code name
@@ -152,10 +153,6 @@ func NumericCode(code string, status int) int {
 // Failure builds a failed Result.
 func Failure(commandID string, status int, code, format string, args ...any) Result {
 	return Result{CommandID: commandID, Status: status, Code: code, Message: fmt.Sprintf(format, args...)}
-}
-
-func notFound(cmd Command) Result {
-	return Failure(cmd.ID, http.StatusNotFound, "DeviceNotFound", "device %q does not exist", cmd.DeviceID)
 }
 
 // Change-event operations.

@@ -120,7 +120,7 @@ func applyEvent(prev *Record, ev *Event) (*Record, error) {
 	var next *Record
 	switch ev.Op {
 	case OpCreateDevice:
-		t := twin.New(ev.DeviceID, at)
+		t := newTwin(ev.DeviceID, at)
 		if ev.Status != "" {
 			t.Status = ev.Status
 		}

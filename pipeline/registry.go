@@ -80,17 +80,10 @@ func (r *Record) Document() DeviceDocument {
 	return d
 }
 
-func (r *Record) documentJSON() json.RawMessage {
-	b, err := json.Marshal(r.Document())
-	if err != nil {
-		panic("BUG: marshalling a device document: " + err.Error())
-	}
-	return b
-}
-
 // deviceBody is what PUT /devices/{id} may carry.
 type deviceBody struct {
 	DeviceID       string          `json:"deviceId"`
+	ModuleID       string          `json:"moduleId"`
 	Status         string          `json:"status"`
 	StatusReason   *string         `json:"statusReason"`
 	Authentication *Authentication `json:"authentication"`
@@ -109,8 +102,12 @@ func parseDeviceBody(raw json.RawMessage, deviceID, current string) (deviceBody,
 	if err := json.Unmarshal(raw, &b); err != nil {
 		return b, fmt.Errorf("device document: %w", err)
 	}
-	if b.DeviceID != "" && b.DeviceID != deviceID {
-		return b, fmt.Errorf("deviceId %q in the body differs from %q in the path", b.DeviceID, deviceID)
+	device, module := SplitEntity(deviceID)
+	if b.DeviceID != "" && b.DeviceID != device {
+		return b, fmt.Errorf("deviceId %q in the body differs from %q in the path", b.DeviceID, device)
+	}
+	if b.ModuleID != "" && b.ModuleID != module {
+		return b, fmt.Errorf("moduleId %q in the body differs from %q in the path", b.ModuleID, module)
 	}
 	switch b.Status {
 	case "", "enabled", "disabled":
@@ -118,6 +115,9 @@ func parseDeviceBody(raw json.RawMessage, deviceID, current string) (deviceBody,
 		return b, fmt.Errorf("status must be \"enabled\" or \"disabled\", got %q", b.Status)
 	}
 	if a := b.Authentication; a != nil {
+		if module != "" && a.Type != "" && a.Type != AuthSAS {
+			return b, fmt.Errorf("authentication type %q is for devices; a module authenticates with its symmetric keys (\"sas\")", a.Type)
+		}
 		if err := a.check(current); err != nil {
 			return b, err
 		}

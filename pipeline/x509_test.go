@@ -108,7 +108,7 @@ func TestDecideAuthentication(t *testing.T) {
 			}
 			// The registry document shows the same.
 			var doc DeviceDocument
-			if err := json.Unmarshal(ch.next.documentJSON(), &doc); err != nil {
+			if err := json.Unmarshal(ch.next.IdentityJSON(), &doc); err != nil {
 				t.Fatal(err)
 			}
 			if doc.Authentication.Type != tc.want.typ {
@@ -129,12 +129,17 @@ func TestDecideAuthentication(t *testing.T) {
 		})
 	}
 
+	// A module authenticates with SAS only.
+	if ch, res := decide(Command{ID: "mod", Kind: KindCreateDevice, DeviceID: "d/m", Body: json.RawMessage(self(sha1Print, ""))}, nil, decideNow); ch != nil || res.Status != 400 || !strings.Contains(res.Message, "a module authenticates with its symmetric keys") {
+		t.Errorf("a selfSigned module: change %v, %d %s", ch != nil, res.Status, res.Message)
+	}
+
 	// A device created as selfSigned has no keys.
 	ch, res := decide(Command{ID: "new", Kind: KindCreateDevice, DeviceID: "n", Body: json.RawMessage(self(sha1Print, ""))}, nil, decideNow)
 	if ch == nil || ch.next.Identity.PrimaryKey != "" || ch.next.Identity.AuthType() != AuthSelfSigned || ch.next.Twin.AuthenticationType != AuthSelfSigned {
 		t.Fatalf("create selfSigned: %+v %+v", ch, res)
 	}
-	if s := string(ch.next.documentJSON()); !strings.Contains(s, `"symmetricKey":{"primaryKey":null,"secondaryKey":null}`) {
+	if s := string(ch.next.IdentityJSON()); !strings.Contains(s, `"symmetricKey":{"primaryKey":null,"secondaryKey":null}`) {
 		t.Errorf("registry document of a selfSigned device: %s", s)
 	}
 }

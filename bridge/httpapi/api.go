@@ -73,6 +73,10 @@ var routeRights = map[string][]sas.Permission{
 	"query":         {sas.RegistryRead, sas.ServiceConnect},
 	"events":        {sas.ServiceConnect, sas.RegistryRead},
 	"rollout":       {sas.ServiceConnect, sas.RegistryRead},
+	"module_get":    {sas.RegistryRead},
+	"module_list":   {sas.RegistryRead},
+	"module_put":    {sas.RegistryWrite},
+	"module_delete": {sas.RegistryWrite},
 	// X.509 CA certificates (certificates.go)
 	"certificate_get":    {sas.RegistryRead},
 	"certificate_list":   {sas.RegistryRead},
@@ -109,6 +113,7 @@ type Commands interface {
 type Records interface {
 	Get(ctx context.Context, deviceID string) (*pipeline.Record, error)
 	List(ctx context.Context, limit int) ([]*pipeline.Record, error)
+	Modules(ctx context.Context, deviceID string) ([]*pipeline.Record, error)
 }
 
 var (
@@ -173,6 +178,13 @@ func New(cfg Config, commands Commands, records Records, ready func() bool, metr
 	a.handle("GET /twins/{id}/history", "twin_history", a.twinHistory)
 	a.handle("PATCH /twins/{id}", "twin_patch", a.changeTwin(pipeline.KindPatchTwin))
 	a.handle("PUT /twins/{id}", "twin_replace", a.changeTwin(pipeline.KindReplaceTwin))
+	a.handle("PUT /devices/{id}/modules/{mid}", "module_put", a.putModule)
+	a.handle("GET /devices/{id}/modules/{mid}", "module_get", a.getDevice)
+	a.handle("DELETE /devices/{id}/modules/{mid}", "module_delete", a.deleteDevice)
+	a.handle("GET /devices/{id}/modules", "module_list", a.listModules)
+	a.handle("GET /twins/{id}/modules/{mid}", "twin_get", a.getTwin)
+	a.handle("PATCH /twins/{id}/modules/{mid}", "twin_patch", a.changeTwin(pipeline.KindPatchTwin))
+	a.handle("PUT /twins/{id}/modules/{mid}", "twin_replace", a.changeTwin(pipeline.KindReplaceTwin))
 	a.handle("POST /devices/query", "query", a.query)
 	a.feeds = newFeeds(reg)
 	a.handle("GET /events", "events", a.events)
@@ -263,10 +275,19 @@ func (a *API) authorize(w http.ResponseWriter, r *http.Request, route string) bo
 
 // routeResource is the IoT Hub resource of a request, below the host: every
 // route about one device (/devices/{id}, /twins/{id} and what is under them,
-// and /events?deviceId={id}) is that device's, ["devices", id]; the others
-// (the registry list, queries, other feeds) are the whole hub's, nil.
+// and /events?deviceId={id}) is that device's, ["devices", id], and one
+// about a module is the module's, ["devices", id, "modules", mid]; the
+// others (the registry list, queries, other feeds) are the whole hub's, nil.
 func routeResource(r *http.Request) []string {
 	if id := r.PathValue("id"); id != "" {
+		if strings.Contains(id, "/") {
+			// An encoded slash in a path ID names no device (the handler
+			// answers 400) and is one segment no token's sr covers.
+			return []string{"devices", id}
+		}
+		if mid := r.PathValue("mid"); mid != "" {
+			return sas.DeviceScope(pipeline.ModuleEntity(id, mid))
+		}
 		return sas.DeviceScope(id)
 	}
 	if r.URL.Path == "/events" {
@@ -287,27 +308,29 @@ func (w *statusWriter) WriteHeader(code int) {
 	w.ResponseWriter.WriteHeader(code)
 }
 
-// do runs a command and writes its result.
-func (a *API) do(w http.ResponseWriter, r *http.Request, cmd pipeline.Command) {
+// do runs a command and writes its result; it reports whether the command
+// succeeded.
+func (a *API) do(w http.ResponseWriter, r *http.Request, cmd pipeline.Command) bool {
 	cmd.ID = nuid.Next()
 	res, err := a.commands.Do(r.Context(), cmd)
 	switch {
 	case errors.Is(err, pipeline.ErrTimeout):
 		writeError(w, http.StatusGatewayTimeout, "GatewayTimeout", err.Error())
-		return
+		return false
 	case err != nil:
 		a.log.Error("submitting a command failed", "kind", cmd.Kind, "device", cmd.DeviceID, "err", err)
 		writeError(w, http.StatusServiceUnavailable, "ServiceUnavailable", "the hub could not store the request; retry")
-		return
+		return false
 	case !res.OK():
 		writeError(w, res.Status, res.Code, res.Message)
-		return
+		return false
 	}
 	if res.Status == http.StatusNoContent || len(res.Body) == 0 {
 		w.WriteHeader(res.Status)
-		return
+		return true
 	}
 	writeJSON(w, res.Status, res.Body)
+	return true
 }
 
 func (a *API) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
@@ -332,7 +355,11 @@ func (a *API) putDevice(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	cmd := pipeline.Command{Kind: pipeline.KindCreateDevice, DeviceID: r.PathValue("id"), Body: body}
+	id, ok := entity(w, r)
+	if !ok {
+		return
+	}
+	cmd := pipeline.Command{Kind: pipeline.KindCreateDevice, DeviceID: id, Body: body}
 	m, present, ok := ifMatch(w, r)
 	if !ok {
 		return
@@ -340,15 +367,23 @@ func (a *API) putDevice(w http.ResponseWriter, r *http.Request) {
 	if present {
 		cmd.Kind, cmd.IfMatch = pipeline.KindUpdateDevice, m
 	}
-	a.do(w, r, cmd)
+	if a.do(w, r, cmd) && cmd.Kind == pipeline.KindCreateDevice && !pipeline.IsModule(id) {
+		a.deleteModules(r.Context(), id)
+	}
 }
 
 func (a *API) deleteDevice(w http.ResponseWriter, r *http.Request) {
+	id, ok := entity(w, r)
+	if !ok {
+		return
+	}
 	m, _, ok := ifMatch(w, r)
 	if !ok {
 		return
 	}
-	a.do(w, r, pipeline.Command{Kind: pipeline.KindDeleteDevice, DeviceID: r.PathValue("id"), IfMatch: m})
+	if a.do(w, r, pipeline.Command{Kind: pipeline.KindDeleteDevice, DeviceID: id, IfMatch: m}) && !pipeline.IsModule(id) {
+		a.deleteModules(r.Context(), id)
+	}
 }
 
 // ifMatch returns the request's If-Match precondition and whether the
@@ -387,8 +422,7 @@ func (a *API) getDevice(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	b, _ := json.Marshal(rec.Document())
-	writeJSON(w, http.StatusOK, b)
+	writeJSON(w, http.StatusOK, rec.IdentityJSON())
 }
 
 func (a *API) listDevices(w http.ResponseWriter, r *http.Request) {
@@ -433,10 +467,13 @@ func (a *API) getTwin(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) record(w http.ResponseWriter, r *http.Request) (*pipeline.Record, bool) {
-	id := r.PathValue("id")
+	id, ok := entity(w, r)
+	if !ok {
+		return nil, false
+	}
 	rec, err := a.records.Get(r.Context(), id)
 	if errors.Is(err, pipeline.ErrNotFound) {
-		writeError(w, http.StatusNotFound, "DeviceNotFound", fmt.Sprintf("device %q does not exist", id))
+		writeNotFound(w, id)
 		return nil, false
 	}
 	if err != nil {
@@ -453,11 +490,15 @@ func (a *API) changeTwin(kind pipeline.Kind) http.HandlerFunc {
 		if !ok {
 			return
 		}
+		id, ok := entity(w, r)
+		if !ok {
+			return
+		}
 		m, _, ok := ifMatch(w, r)
 		if !ok {
 			return
 		}
-		a.do(w, r, pipeline.Command{Kind: kind, DeviceID: r.PathValue("id"), Body: body, IfMatch: m})
+		a.do(w, r, pipeline.Command{Kind: kind, DeviceID: id, Body: body, IfMatch: m})
 	}
 }
 

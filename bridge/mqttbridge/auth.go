@@ -92,12 +92,17 @@ func (a *Auth) Provides(b byte) bool {
 }
 
 // DeviceFromUsername returns the device ID a user name names: the user name
-// itself, or the second segment of "{host}/{deviceId}/?api-version=…".
+// itself, or the second segment of "{host}/{deviceId}/?api-version=…". For
+// a module's "{host}/{deviceId}/{moduleId}/?api-version=…" it is the
+// module's entity ID, "{deviceId}/{moduleId}" (pipeline.ModuleEntity).
 func DeviceFromUsername(username string) string {
 	if !strings.Contains(username, "/") {
 		return username
 	}
-	parts := strings.SplitN(username, "/", 3)
+	parts := strings.SplitN(username, "/", 4)
+	if len(parts) == 4 && parts[2] != "" && !strings.HasPrefix(parts[2], "?") {
+		return pipeline.ModuleEntity(parts[1], parts[2])
+	}
 	return parts[1]
 }
 
@@ -162,6 +167,16 @@ func (a *Auth) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	}
 	if rec.Twin.Status != "enabled" {
 		return fail("disabled")
+	}
+	if device, module := pipeline.SplitEntity(deviceID); module != "" {
+		// A module connects only while its device exists and is enabled.
+		parent, err := a.records.Get(ctx, device)
+		if err != nil {
+			return fail("unknown_device")
+		}
+		if parent.Twin.Status != "enabled" {
+			return fail("disabled")
+		}
 	}
 	return true
 }

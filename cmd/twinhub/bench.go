@@ -411,7 +411,7 @@ func createFleet(ctx context.Context, api *apiClient, ids []string) ([]string, e
 			return err
 		}
 		if b == nil || api.cred.SharedAccessKey == "" {
-			cs, err := api.deviceConnectionString(ctx, ids[i], "localhost")
+			cs, err := api.deviceConnectionString(ctx, ids[i], "", "localhost")
 			keys[i] = cs.SharedAccessKey
 			return err
 		}

@@ -34,6 +34,10 @@ func (t *Twin) MarshalJSON() ([]byte, error) {
 	b := make([]byte, 0, 512)
 	b = append(b, `{"deviceId":`...)
 	b = appendString(b, t.DeviceID)
+	if t.ModuleID != "" {
+		b = append(b, `,"moduleId":`...)
+		b = appendString(b, t.ModuleID)
+	}
 	b = append(b, `,"etag":`...)
 	b = appendString(b, t.ETag())
 	b = append(b, `,"status":`...)
@@ -213,6 +217,7 @@ func (t *Twin) UnmarshalJSON(data []byte) error {
 	r := reader{doc: doc}
 	nt := Twin{
 		DeviceID:                  r.str("deviceId"),
+		ModuleID:                  r.str("moduleId"),
 		Etag:                      r.etag("etag"),
 		Version:                   r.int("version"),
 		Status:                    r.str("status"),

@@ -51,6 +51,9 @@ type Section struct {
 // Reported, Version and Etag.
 type Twin struct {
 	DeviceID string
+	// ModuleID names the module of a module twin (whose DeviceID is its
+	// device's); "" for a device twin. JSON has "moduleId" only when set.
+	ModuleID string
 	// Etag counts changes to tags and desired; ETag renders it.
 	Etag int64
 	// Version counts every accepted change to the twin.

@@ -80,7 +80,11 @@ func (p *Projection) Query(ctx context.Context, req Request) (*Page, error) {
 	p.inflight.Add(1)
 	defer p.inflight.Add(-1)
 	p.mu.RLock()
-	x := &execution{p: p, ctx: ctx, s: p.store, q: q}
+	s := p.store
+	if q.Modules {
+		s = p.modules
+	}
+	x := &execution{p: p, ctx: ctx, s: s, q: q}
 	defer func() { x.unlock() }()
 	x.locked = true
 	x.plan()

@@ -1,6 +1,7 @@
 'use strict';
-// A device that keeps its twin open and shows the SDK's cached copy of it
-// (twin.properties) after every change. Env DEVICE_CONNECTION_STRING and
+// A device (or a module: a connection string with ModuleId, opened with
+// ModuleClient) that keeps its twin open and shows the SDK's cached copy of
+// it (twin.properties) after every change. Env DEVICE_CONNECTION_STRING and
 // TRANSPORT: "Mqtt" (MQTT over TLS) or "MqttWs" (MQTT over WebSockets,
 // wss://{host}:443/$iothub/websocket). An X.509 device (connection string
 // with x509=true) also gets X509_CERT and X509_KEY, PEM files that
@@ -15,13 +16,14 @@
 //   report <json>   update the reported properties
 //   exit            close the client and exit 0
 const readline = require('readline');
-const Client = require('azure-iot-device').Client;
+const { Client, ModuleClient } = require('azure-iot-device');
 const transports = require('azure-iot-device-mqtt');
 const { emit, fail, env, errorInfo } = require('./lib');
 
 const Protocol = transports[env('TRANSPORT')];
 if (!Protocol) fail(`unknown TRANSPORT ${process.env.TRANSPORT}`);
-const client = Client.fromConnectionString(env('DEVICE_CONNECTION_STRING'), Protocol);
+const connectionString = env('DEVICE_CONNECTION_STRING');
+const client = (/(^|;)ModuleId=/.test(connectionString) ? ModuleClient : Client).fromConnectionString(connectionString, Protocol);
 client.on('error', (err) => emit('error', { error: errorInfo(err) }));
 
 // cached is the SDK's cached section, as JSON (without the update function).
