@@ -25,6 +25,7 @@ import (
 
 	"github.com/twinhub/twinhub/bridge/mqttbridge"
 	"github.com/twinhub/twinhub/bridge/sas"
+	"github.com/twinhub/twinhub/deploy/embedded"
 )
 
 // testCert is a certificate made by a test, with its key.
@@ -550,5 +551,42 @@ func TestREADMEX509(t *testing.T) {
 			t.Fatal(err)
 		}
 		h.mustConnect(t, h.mqtts, id, pair).Close()
+	}
+}
+
+// TestX509RevocationAcrossInstances: a CA registered through instance A
+// authenticates a device on instance B (same NATS); removing the CA through
+// A ends the device's session on B, and replacing a self-signed device's
+// thumbprint through A ends its session on B.
+func TestX509RevocationAcrossInstances(t *testing.T) {
+	a := startTwinhub(t, "")
+	b := newX509Hub(t, startTwinhub(t, "", "--nats-url", a.natsURL(t, embedded.InternalNATSUser)))
+	ca := newCert(t, certSpec{cn: "Shared CA", ca: true}, nil)
+	if r := a.call(t, "PUT", "/certificates/shared", `{"properties":{"certificate":`+strconv.Quote(ca.pem())+`,"isVerified":true}}`); r.Status != 200 {
+		t.Fatalf("registering the CA through A: %d %s", r.Status, r.Body)
+	}
+	if r := a.call(t, "PUT", "/devices/x5shared", `{"authentication":{"type":"certificateAuthority"}}`); r.Status != 200 {
+		t.Fatalf("creating x5shared through A: %d %s", r.Status, r.Body)
+	}
+	self := newCert(t, certSpec{cn: "x5sharedself"}, nil)
+	if r := a.call(t, "PUT", "/devices/x5sharedself", selfSignedBody(self.sha1Thumbprint(), "")); r.Status != 200 {
+		t.Fatalf("creating x5sharedself through A: %d %s", r.Status, r.Body)
+	}
+	leaf := newCert(t, certSpec{cn: "x5shared"}, ca)
+	onCA := b.mustConnect(t, b.mqtts, "x5shared", leaf.tlsCertificate())
+	onSelf := b.mustConnect(t, b.mqtts, "x5sharedself", self.tlsCertificate())
+
+	if r := a.call(t, "DELETE", "/certificates/shared", ""); r.Status != 200 {
+		t.Fatalf("removing the CA through A: %d %s", r.Status, r.Body)
+	}
+	waitFor(t, 10*time.Second, "the CA device's session on B to end", func() bool { return !onCA.Connected() })
+	b.mustRefuse(t, "the removed CA on B", b.mqtts, "x5shared", leaf.tlsCertificate(), "certificate")
+
+	if r := a.call(t, "PUT", "/devices/x5sharedself", selfSignedBody(newCert(t, certSpec{cn: "x"}, nil).sha1Thumbprint(), ""), "If-Match", `"*"`); r.Status != 200 {
+		t.Fatalf("replacing the thumbprint through A: %d %s", r.Status, r.Body)
+	}
+	waitFor(t, 10*time.Second, "the self-signed device's session on B to end", func() bool { return !onSelf.Connected() })
+	if v := b.metricValue(t, `twinhub_mqtt_sessions_revoked_total{reason="certificate_changed"}`); v != "2" {
+		t.Errorf("B counted %q certificate_changed revocations, want 2", v)
 	}
 }
