@@ -231,12 +231,17 @@ func (s *Store) Put(ctx context.Context, name, certificate string, verified, rep
 		}
 		c.revision = rev
 		s.changed(c)
+		s.log.Info("registered a CA certificate", "name", name, "subject", cert.Subject.CommonName, "verified", verified)
 		return c, nil
 	}
-	return s.update(ctx, name, ifMatch, func(old *CA) error {
+	c, err = s.update(ctx, name, ifMatch, func(old *CA) error {
 		old.PEM, old.cert, old.Verified, old.VerificationCode, old.Updated = pemText, cert, verified, "", now
 		return nil
 	})
+	if err == nil {
+		s.log.Info("replaced a CA certificate", "name", name, "subject", cert.Subject.CommonName, "verified", verified)
+	}
+	return c, err
 }
 
 // update reads a CA, checks ifMatch, changes it with f, and writes it back
@@ -284,6 +289,7 @@ func (s *Store) Delete(ctx context.Context, name, ifMatch string) error {
 		return fmt.Errorf("removing CA certificate %s: %w", name, err)
 	}
 	s.removed(name)
+	s.log.Info("removed a CA certificate", "name", name)
 	return nil
 }
 
@@ -307,7 +313,7 @@ func (s *Store) Verify(ctx context.Context, name, ifMatch, certificate string, n
 	if err != nil {
 		return nil, err
 	}
-	return s.update(ctx, name, ifMatch, func(c *CA) error {
+	c, err := s.update(ctx, name, ifMatch, func(c *CA) error {
 		switch {
 		case c.VerificationCode == "":
 			return fmt.Errorf("%w: CA certificate %s has no verification code: POST /certificates/%s/generateVerificationCode first", ErrInvalid, name, name)
@@ -322,6 +328,10 @@ func (s *Store) Verify(ctx context.Context, name, ifMatch, certificate string, n
 		c.Verified, c.VerificationCode, c.Updated = true, "", now.UTC()
 		return nil
 	})
+	if err == nil {
+		s.log.Info("verified a CA certificate by proof of possession", "name", name)
+	}
+	return c, err
 }
 
 // changed and removed update the in-memory copy after this instance's own
