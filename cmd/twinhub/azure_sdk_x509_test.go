@@ -36,9 +36,11 @@ func x509ConnectionString(deviceID string) string {
 // (Client.fromConnectionString(…x509=true…) and setOptions({cert, key}))
 // connect over Mqtt (MQTTS) and MqttWs (WebSockets on the HTTPS port), one
 // registered by thumbprint (selfSigned) and one with a certificate issued
-// by a verified CA (certificateAuthority); each reads its twin, reports a
-// property, and receives a desired change. A certificate that is not
-// registered fails the SDK's open.
+// by a verified CA (certificateAuthority), both created with the service
+// SDK's registry (a read-modify-write update adds a secondary thumbprint, a
+// malformed one is refused); each reads its twin, reports a property, and
+// receives a desired change. A certificate that is not registered fails the
+// SDK's open.
 func TestAzureSDKX509(t *testing.T) {
 	// The SDK ignores GatewayHostName for X.509 devices: Mqtt connects to
 	// HostName:8883, so the hub's MQTTS listens there (its default).
@@ -48,18 +50,27 @@ func TestAzureSDKX509(t *testing.T) {
 		ln.Close()
 	}
 	h := startAzureHub(t, "--mqtts-addr", "127.0.0.1:8883")
-	self := newCert(t, certSpec{cn: "sdkSelf"}, nil)
-	body := selfSignedBody(self.sha1Thumbprint(), "")
-	if r := h.call(t, "PUT", "/devices/sdkSelf", body, "Content-Type", "application/json"); r.Status != 200 {
-		t.Fatalf("creating sdkSelf: %d %s", r.Status, r.Body)
+	// The devices, created with the service SDK's registry.
+	self, other := newCert(t, certSpec{cn: "sdkSelf"}, nil), newCert(t, certSpec{cn: "sdkSelf"}, nil)
+	evs := h.runScript(t, []string{"SERVICE_CONNECTION_STRING=" + h.serviceCS(t)}, "x509_registry.js",
+		"sdkSelf", "sdkCa", strings.ToLower(self.sha1Thumbprint()), other.sha1Thumbprint())
+	created := findEvents(evs, "created")
+	if len(created) != 2 || get(created[0], "device.authentication.type") != "selfSigned" ||
+		get(created[0], "device.authentication.x509Thumbprint.primaryThumbprint") != self.sha1Thumbprint() ||
+		get(created[1], "device.authentication.type") != "certificateAuthority" {
+		t.Errorf("registry.create of X.509 devices: %v", created)
+	}
+	if u := oneEvent(t, evs, "updated"); get(u, "device.authentication.x509Thumbprint.secondaryThumbprint") != other.sha1Thumbprint() ||
+		get(u, "device.authentication.type") != "selfSigned" || get(u, "device.authentication.symmetricKey.primaryKey") != nil {
+		t.Errorf("registry.update of a selfSigned device: %v", u)
+	}
+	if e := oneEvent(t, evs, "badThumbprint"); get(e, "error.status") != 400.0 {
+		t.Errorf("registry.create with a malformed thumbprint: %v", e)
 	}
 	ca := newCert(t, certSpec{cn: "SDK Fleet CA", ca: true}, nil)
 	caBody := `{"properties":{"certificate":` + strconv.Quote(ca.pem()) + `,"isVerified":true}}`
 	if r := h.call(t, "PUT", "/certificates/sdkfleet", caBody, "Content-Type", "application/json"); r.Status != 200 {
 		t.Fatalf("registering the CA: %d %s", r.Status, r.Body)
-	}
-	if r := h.call(t, "PUT", "/devices/sdkCa", `{"authentication":{"type":"certificateAuthority"}}`, "Content-Type", "application/json"); r.Status != 200 {
-		t.Fatalf("creating sdkCa: %d %s", r.Status, r.Body)
 	}
 	devices := map[string]*testCert{"sdkSelf": self, "sdkCa": newCert(t, certSpec{cn: "sdkCa"}, ca)}
 
