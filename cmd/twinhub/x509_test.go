@@ -466,6 +466,28 @@ func TestX509BadInput(t *testing.T) {
 	}
 	h.mustConnect(t, h.mqtts, "x5bad", cert.tlsCertificate()).Close()
 
+	// The CLI registers X.509 devices, and passes the registry's refusals on.
+	if out, err := h.cli(t, "device", "create", "x5cli", "--auth-method", "x509_thumbprint", "--primary-thumbprint", good); err != nil ||
+		!strings.Contains(out, `"type": "selfSigned"`) || !strings.Contains(out, good) {
+		t.Errorf("device create --auth-method x509_thumbprint: %v\n%s", err, out)
+	}
+	if out, err := h.cli(t, "device", "create", "x5cli2", "--auth-method", "x509_ca"); err != nil || !strings.Contains(out, `"type": "certificateAuthority"`) {
+		t.Errorf("device create --auth-method x509_ca: %v\n%s", err, out)
+	}
+	for _, args := range [][]string{
+		{"--auth-method", "x509_thumbprint"},
+		{"--auth-method", "x509_thumbprint", "--primary-thumbprint", "abc"},
+		{"--auth-method", "certificate"},
+		{"--primary-thumbprint", good},
+	} {
+		if out, err := h.cli(t, append([]string{"device", "create", "x5cli3"}, args...)...); err == nil {
+			t.Errorf("device create %v: accepted\n%s", args, out)
+		}
+	}
+	if r := h.call(t, "GET", "/devices/x5cli3", ""); r.Status != 404 {
+		t.Errorf("refused CLI creates made the device: %d", r.Status)
+	}
+
 	// CA certificates.
 	ca := newCert(t, certSpec{cn: "Bad Input CA", ca: true}, nil)
 	body := func(pemText string) string { return `{"properties":{"certificate":` + strconv.Quote(pemText) + `}}` }
