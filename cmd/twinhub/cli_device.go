@@ -168,7 +168,8 @@ func newDeviceUpdateCommand() *cobra.Command {
 					if *rotate != "primary" {
 						keys["secondaryKey"] = newDeviceKey()
 					}
-					body["authentication"] = map[string]any{"type": "sas", "symmetricKey": keys}
+					// No type: an X.509 device is refused (it has no keys) rather than turned into a SAS device.
+					body["authentication"] = map[string]any{"symmetricKey": keys}
 				default:
 					return usageError{fmt.Errorf("--rotate-key %q: want primary, secondary or both", *rotate)}
 				}

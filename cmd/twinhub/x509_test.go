@@ -484,6 +484,9 @@ func TestX509BadInput(t *testing.T) {
 			t.Errorf("device create %v: accepted\n%s", args, out)
 		}
 	}
+	if out, err := h.cli(t, "device", "update", "x5cli", "--rotate-key", "both"); err == nil || !strings.Contains(err.Error(), "authenticates with its certificate") {
+		t.Errorf("device update --rotate-key of a selfSigned device: %v\n%s", err, out)
+	}
 	if r := h.call(t, "GET", "/devices/x5cli3", ""); r.Status != 404 {
 		t.Errorf("refused CLI creates made the device: %d", r.Status)
 	}
