@@ -12,7 +12,7 @@ run:
 	$(GO) run ./cmd/twinhub run --data-dir $(DATA) --clickhouse-local auto
 
 # deps installs the external programs the tests drive (Debian packages:
-# mosquitto, clickhouse-server, chromium) and
+# mosquitto, clickhouse-server, prometheus, chromium) and
 # the pinned Azure IoT Node.js SDKs of the compatibility tests (npm, when
 # node_modules is missing or older than the lock file).
 AZURE_SDK := cmd/twinhub/testdata/azure-sdk
@@ -22,6 +22,9 @@ deps:
 	@command -v clickhouse-server >/dev/null 2>&1 || [ -x /usr/sbin/clickhouse-server ] || \
 		{ echo "installing clickhouse-server (Debian package; tests start their own server)"; apt-get update -qq && \
 		  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clickhouse-server clickhouse-client >/dev/null; }
+	@command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || \
+		{ echo "installing prometheus (Debian package, with promtool; tests check the rules and scrape a hub)"; apt-get update -qq && \
+		  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
 	@command -v chromium >/dev/null 2>&1 || \
 		{ echo "installing chromium (Debian package; the explorer's browser tests drive it headless)"; apt-get update -qq && \
 		  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }

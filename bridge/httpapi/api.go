@@ -61,6 +61,7 @@ type Config struct {
 var routeRights = map[string][]sas.Permission{
 	"healthz":       nil,
 	"readyz":        nil,
+	"livez":         nil,
 	"ui":            nil, // the explorer's files; it signs its own API calls
 	"device_get":    {sas.RegistryRead},
 	"device_list":   {sas.RegistryRead},

@@ -197,6 +197,7 @@ func runFlags(fs *envFlags) func() (runConfig, error) {
 func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	registerBuildInfo(reg)
 	topo := topology.Config{Partitions: c.partitions, EventMaxAge: c.eventMaxAge, Replicas: c.replicas,
 		AllowReplicaDecrease: c.allowReplicaDecrease, Logger: log}
 	if err := topo.Validate(); err != nil {
@@ -308,6 +309,7 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 		if tlsConfig, err = embedded.ServerConfig(certFile, keyFile); err != nil {
 			return err
 		}
+		reg.MustRegister(newCertExpiryCollector(tlsListeners(c, tlsConfig)))
 	}
 
 	// MQTT: embedded broker with the twin hook unless --mqtt-url.
@@ -370,7 +372,9 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 		storeWatch = embedded.NewStoreWatcher(ns, log, reg)
 	}
 	api.ServeCertificates(certStore)
-	api.Handle("GET /readyz", "readyz", readiness(ready.Load, nc, storeWatch, lostData))
+	api.Handle("GET /readyz", "readyz", readiness(readinessParts{started: ready.Load, nc: nc, store: storeWatch, lost: lostData,
+		queries: queries, broker: broker, bridge: bridge, clickhouse: hist.probe}))
+	api.Handle("GET /livez", "livez", httpapi.Livez)
 	api.Handle("GET "+explorer.Prefix, "ui", explorer.Handler().ServeHTTP)
 	if c.pprof {
 		api.EnableProfiling()
