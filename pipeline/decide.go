@@ -316,3 +316,18 @@ func compact(raw json.RawMessage) json.RawMessage {
 	}
 	return b.Bytes()
 }
+
+// CheckTwinPatch reports why a back-end twin patch (the body of PATCH
+// /twins/{id}: tags and properties.desired) cannot be applied to any twin,
+// or nil. A twin-update job checks its patch with it before it starts.
+func CheckTwinPatch(body json.RawMessage) error {
+	s, err := serviceBody(body)
+	if err != nil {
+		return err
+	}
+	if s.tags == nil && s.desired == nil && !s.clearTags && !s.clearDesired {
+		return errors.New("the patch changes nothing: give tags and/or properties.desired")
+	}
+	_, err = twin.ApplyService(twin.New("check", time.Unix(0, 0)), s.tags, s.desired, time.Unix(0, 0))
+	return err
+}

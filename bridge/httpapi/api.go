@@ -50,6 +50,8 @@ type Config struct {
 	// Events serves the change feed, GET /events, from the event stream;
 	// nil answers it with 503.
 	Events jetstream.JetStream
+	// Jobs keeps twin-update jobs (/jobs/v2/…); nil answers them with 503.
+	Jobs Jobs
 	// Feed bounds the change feeds.
 	Feed   FeedConfig
 	Logger *slog.Logger
@@ -74,6 +76,10 @@ var routeRights = map[string][]sas.Permission{
 	"query":         {sas.RegistryRead, sas.ServiceConnect},
 	"events":        {sas.ServiceConnect, sas.RegistryRead},
 	"rollout":       {sas.ServiceConnect, sas.RegistryRead},
+	"job_put":       {sas.ServiceConnect},
+	"job_cancel":    {sas.ServiceConnect},
+	"job_get":       {sas.ServiceConnect, sas.RegistryRead},
+	"job_query":     {sas.ServiceConnect, sas.RegistryRead},
 	"module_get":    {sas.RegistryRead},
 	"module_list":   {sas.RegistryRead},
 	"module_put":    {sas.RegistryWrite},
@@ -190,6 +196,10 @@ func New(cfg Config, commands Commands, records Records, ready func() bool, metr
 	a.feeds = newFeeds(reg)
 	a.handle("GET /events", "events", a.events)
 	a.handle("GET /rollout", "rollout", a.rollout)
+	a.handle("PUT /jobs/v2/{jobId}", "job_put", a.putJob)
+	a.handle("GET /jobs/v2/{jobId}", "job_get", a.getJob)
+	a.handle("POST /jobs/v2/{jobId}/cancel", "job_cancel", a.cancelJob)
+	a.handle("GET /jobs/v2/query", "job_query", a.queryJobs)
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "NotFound", fmt.Sprintf("no API at %s %s", r.Method, r.URL.Path))
 	})
@@ -368,9 +378,7 @@ func (a *API) putDevice(w http.ResponseWriter, r *http.Request) {
 	if present {
 		cmd.Kind, cmd.IfMatch = pipeline.KindUpdateDevice, m
 	}
-	if a.do(w, r, cmd) && cmd.Kind == pipeline.KindCreateDevice && !pipeline.IsModule(id) {
-		a.deleteModules(r.Context(), id)
-	}
+	a.do(w, r, cmd)
 }
 
 func (a *API) deleteDevice(w http.ResponseWriter, r *http.Request) {

@@ -73,7 +73,7 @@ func (a *API) listModules(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	mods, err := a.records.Modules(r.Context(), rec.Twin.DeviceID)
+	mods, err := a.modules(r.Context(), rec.Twin.DeviceID)
 	if err != nil {
 		a.log.Error("listing modules failed", "device", rec.Twin.DeviceID, "err", err)
 		writeError(w, http.StatusServiceUnavailable, "ServiceUnavailable", "listing modules failed; retry")
@@ -87,11 +87,49 @@ func (a *API) listModules(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, b)
 }
 
+// modules returns the module records of a device, in module ID order. With
+// the query projection it finds them by index (SELECT moduleId FROM
+// devices.modules WHERE deviceId = …, consistent with every acknowledged
+// write); without, by a walk of the twin bucket's keys.
+func (a *API) modules(ctx context.Context, deviceID string) ([]*pipeline.Record, error) {
+	if a.cfg.Querier == nil {
+		return a.records.Modules(ctx, deviceID)
+	}
+	query := "SELECT moduleId FROM devices.modules WHERE deviceId = '" + strings.ReplaceAll(deviceID, "'", `\'`) + "'"
+	var out []*pipeline.Record
+	for cont := ""; ; {
+		page, err := a.cfg.Querier.Query(ctx, QueryRequest{Query: query, PageSize: MaxQueryPageSize, Continuation: cont})
+		if err != nil {
+			return nil, err
+		}
+		for _, item := range page.Items {
+			var row struct {
+				ModuleID string `json:"moduleId"`
+			}
+			if err := json.Unmarshal(item, &row); err != nil {
+				return nil, fmt.Errorf("BUG: module query row %s: %w", item, err)
+			}
+			rec, err := a.records.Get(ctx, pipeline.ModuleEntity(deviceID, row.ModuleID))
+			if errors.Is(err, pipeline.ErrNotFound) {
+				continue // deleted since
+			}
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, rec)
+		}
+		if cont = page.Continuation; cont == "" {
+			return out, nil
+		}
+	}
+}
+
 // deleteModules deletes the modules of a device that was just deleted, as
-// IoT Hub does, or just created (modules a deletion left behind when the
-// hub stopped halfway). A module whose device is gone cannot connect.
+// IoT Hub does. A module a deletion left behind (the hub stopped halfway)
+// cannot connect, since its device is gone; DELETE
+// /devices/{id}/modules/{moduleId} removes it.
 func (a *API) deleteModules(ctx context.Context, deviceID string) {
-	mods, err := a.records.Modules(ctx, deviceID)
+	mods, err := a.modules(ctx, deviceID)
 	if err != nil {
 		a.log.Warn("listing the modules of a deleted device failed; delete the device again to remove them", "device", deviceID, "err", err)
 		return

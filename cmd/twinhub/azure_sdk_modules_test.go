@@ -3,6 +3,7 @@ package main
 import (
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -113,6 +114,15 @@ func TestAzureSDKModuleTwins(t *testing.T) {
 		t.Errorf("FROM devices holds modules: %v", ids)
 	}
 
+	// A device ID with a quote: its modules are found by a query with that ID.
+	h.createDevice(t, "o'k")
+	if r := h.call(t, "PUT", "/devices/o'k/modules/q1", ""); r.Status != http.StatusOK {
+		t.Fatalf("module of o'k: %d %s", r.Status, r.Body)
+	}
+	if r := h.call(t, "GET", "/devices/o'k/modules", ""); r.Status != http.StatusOK || !strings.Contains(string(r.Body), `"moduleId":"q1"`) {
+		t.Errorf("modules of o'k: %d %s", r.Status, r.Body)
+	}
+
 	h.moduleCall(t, svc, "remove", dev, "m2")
 	if r := h.call(t, "GET", "/twins/"+dev+"/modules/m2", ""); r.Status != http.StatusNotFound {
 		t.Errorf("module twin after removeModule: %d %s", r.Status, r.Body)
@@ -124,7 +134,7 @@ func TestAzureSDKModuleTwins(t *testing.T) {
 		t.Errorf("module after its device was deleted: %d %s", r.Status, r.Body)
 	}
 	q = h.moduleCall(t, svc, "query", "", "", "SELECT * FROM devices.modules")
-	if ids := twinIDs(q); len(ids) != 0 {
+	if ids := twinIDs(q); !slices.Equal(ids, []string{"o'k/q1"}) {
 		t.Errorf("FROM devices.modules after the device was deleted: %v", ids)
 	}
 }

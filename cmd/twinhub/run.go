@@ -58,6 +58,8 @@ type runConfig struct {
 	history      historyConfig
 	// deviceInFlight bounds one device's MQTT twin requests in flight.
 	deviceInFlight int
+	// jobRate bounds the devices a twin-update job patches per second.
+	jobRate int
 
 	// JetStream replication of every stream and bucket (--replicas).
 	replicas             int
@@ -68,6 +70,9 @@ func (c runConfig) validate() error {
 	var errs []error
 	if c.httpRead <= 0 {
 		errs = append(errs, fmt.Errorf("--http-read-timeout %s: must be positive", c.httpRead))
+	}
+	if c.jobRate < 1 {
+		errs = append(errs, fmt.Errorf("--job-rate %d: must be at least 1 device per second", c.jobRate))
 	}
 	for _, h := range c.hostnames {
 		if strings.ContainsAny(h, "/?#@ ") || (strings.Contains(h, ":") && net.ParseIP(h) == nil) {
@@ -169,6 +174,7 @@ func runFlags(fs *envFlags) func() (runConfig, error) {
 	hostnames := fs.String("hostname", "", "comma-separated host names the hub also answers to: SAS tokens may name them, and the local CA's certificate covers them (localhost always)")
 	httpRead := fs.Duration("http-read-timeout", 30*time.Second, "time a client has to send a whole HTTP request, body included")
 	auth := fs.Bool("auth", true, "require SAS tokens from devices and back ends (false: anyone on the listeners may do anything)")
+	jobRate := fs.Int("job-rate", 1000, "devices a twin-update job (PUT /jobs/v2/{id}) patches per second at most, so that a job over a large fleet leaves room for device traffic")
 	deviceInFlight := fs.Int("mqtt-device-max-in-flight", 16, "twin requests one device may have in flight over MQTT; beyond it that device gets 429 (ThrottlingException) and other devices are unaffected")
 	pprofOn := fs.Bool("pprof", false, "serve Go profiles at /debug/pprof/ on the HTTP listener, unauthenticated (keep it on loopback)")
 	history := historyFlags(fs)
@@ -183,6 +189,7 @@ func runFlags(fs *envFlags) func() (runConfig, error) {
 			syncInterval: *syncInterval, eventMaxAge: *eventMaxAge, logLevel: *logLevel, httpRead: *httpRead,
 			mqttsAddr: *mqttsAddr, httpsAddr: *httpsAddr, tlsCert: *tlsCert, tlsKey: *tlsKey, auth: *auth, pprof: *pprofOn, history: history()}
 		c.deviceInFlight = *deviceInFlight
+		c.jobRate = *jobRate
 		c.nats = natsClient()
 		for _, h := range strings.Split(*hostnames, ",") {
 			if h = strings.TrimSpace(h); h != "" {
@@ -280,6 +287,10 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 		return err
 	}
 	defer queries.close() // after the projection stopped (g.Wait below)
+	jobStore, jobRunner, err := startJobs(setupCtx, js, client, store, queries, c.jobRate, log, reg)
+	if err != nil {
+		return err
+	}
 
 	// Security: shared access policies, and TLS for MQTTS and HTTPS.
 	var policies *sas.Policies
@@ -365,7 +376,7 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 
 	var ready atomic.Bool
 	api := httpapi.New(httpapi.Config{Logger: log, Policies: policies, HubNames: sas.HubNames(c.hostnames...), ReadTimeout: c.httpRead,
-		History: hist.reader, Querier: queries, Events: js}, client, store, ready.Load,
+		History: hist.reader, Querier: queries, Events: js, Jobs: jobStore}, client, store, ready.Load,
 		promhttp.HandlerFor(reg, promhttp.HandlerOpts{EnableOpenMetrics: true}), reg)
 	var storeWatch *embedded.StoreWatcher // nil with an external NATS
 	if ns != nil {
@@ -405,6 +416,7 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 	g.Go(func() error { return proc.Run(gctx) })
 	g.Go(func() error { return notifier.Run(gctx) })
 	g.Go(func() error { return queries.proj.Run(gctx) })
+	g.Go(func() error { return jobRunner.Run(gctx) })
 	if storeWatch != nil {
 		g.Go(func() error { return storeWatch.Run(gctx) })
 	}
