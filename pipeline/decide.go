@@ -136,7 +136,7 @@ func decideCreate(cmd Command, rec *Record, now time.Time) (*change, Result) {
 	if rec.Exists() {
 		return nil, alreadyExists(cmd)
 	}
-	body, err := parseDeviceBody(cmd.Body, cmd.DeviceID)
+	body, err := parseDeviceBody(cmd.Body, cmd.DeviceID, AuthSAS)
 	if err != nil {
 		return nil, invalidArgument(cmd, err)
 	}
@@ -148,6 +148,7 @@ func decideCreate(cmd Command, rec *Record, now time.Time) (*change, Result) {
 	}
 	next.Identity.PrimaryKey, next.Identity.SecondaryKey = newKey(), newKey()
 	body.applyKeys(&next.Identity)
+	body.applyAuthentication(next)
 	if body.StatusReason != nil {
 		next.Twin.StatusReason = *body.StatusReason
 	}
@@ -162,7 +163,7 @@ func decideUpdateDevice(cmd Command, rec *Record, now time.Time) (*change, Resul
 	if r, ok := checkEtag(cmd, rec.Identity.DeviceEtag()); !ok {
 		return nil, r
 	}
-	body, err := parseDeviceBody(cmd.Body, cmd.DeviceID)
+	body, err := parseDeviceBody(cmd.Body, cmd.DeviceID, rec.Identity.AuthType())
 	if err != nil {
 		return nil, invalidArgument(cmd, err)
 	}
@@ -175,6 +176,7 @@ func decideUpdateDevice(cmd Command, rec *Record, now time.Time) (*change, Resul
 		next.Twin.StatusReason = *body.StatusReason
 	}
 	body.applyKeys(&next.Identity)
+	body.applyAuthentication(next)
 	next.Identity.Etag++
 	next.remember(cmd.ID)
 	return &change{next: next}, Result{}

@@ -37,10 +37,25 @@ type Authentication struct {
 	Type string `json:"type"`
 }
 
-// SymmetricKey holds a device's two SAS keys (base64).
+// SymmetricKey holds a device's two SAS keys (base64); an X.509 device has
+// none, and renders them as null, as IoT Hub does.
 type SymmetricKey struct {
 	PrimaryKey   string `json:"primaryKey"`
 	SecondaryKey string `json:"secondaryKey"`
+}
+
+// MarshalJSON renders an empty key as null.
+func (k SymmetricKey) MarshalJSON() ([]byte, error) {
+	key := func(s string) *string {
+		if s == "" {
+			return nil
+		}
+		return &s
+	}
+	return json.Marshal(struct {
+		PrimaryKey   *string `json:"primaryKey"`
+		SecondaryKey *string `json:"secondaryKey"`
+	}{key(k.PrimaryKey), key(k.SecondaryKey)})
 }
 
 // Document renders the record's device identity.
@@ -56,10 +71,7 @@ func (r *Record) Document() DeviceDocument {
 		StatusUpdatedTime:          twin.FormatTime(t.StatusUpdateTime),
 		LastActivityTime:           twin.FormatTime(t.LastActivityTime),
 		CloudToDeviceMessageCount:  t.CloudToDeviceMessageCount,
-		Authentication: &Authentication{
-			SymmetricKey: &SymmetricKey{PrimaryKey: r.Identity.PrimaryKey, SecondaryKey: r.Identity.SecondaryKey},
-			Type:         "sas",
-		},
+		Authentication:             r.Identity.authentication(),
 	}
 	if t.StatusReason != "" {
 		reason := t.StatusReason
@@ -77,7 +89,9 @@ type deviceBody struct {
 	Authentication *Authentication `json:"authentication"`
 }
 
-func parseDeviceBody(raw json.RawMessage, deviceID string) (deviceBody, error) {
+// parseDeviceBody parses and checks a registry body; current is the
+// device's authentication type now (AuthSAS for a new device).
+func parseDeviceBody(raw json.RawMessage, deviceID, current string) (deviceBody, error) {
 	var b deviceBody
 	if len(raw) == 0 {
 		return b, nil
@@ -101,8 +115,11 @@ func parseDeviceBody(raw json.RawMessage, deviceID string) (deviceBody, error) {
 		return b, fmt.Errorf("status must be \"enabled\" or \"disabled\", got %q", b.Status)
 	}
 	if a := b.Authentication; a != nil {
-		if a.Type != "" && a.Type != "sas" {
-			return b, fmt.Errorf("authentication type %q is not supported; use \"sas\"", a.Type)
+		if module != "" && a.Type != "" && a.Type != AuthSAS {
+			return b, fmt.Errorf("authentication type %q is for devices; a module authenticates with its symmetric keys (\"sas\")", a.Type)
+		}
+		if err := a.check(current); err != nil {
+			return b, err
 		}
 		if k := a.SymmetricKey; k != nil {
 			for _, key := range []string{k.PrimaryKey, k.SecondaryKey} {

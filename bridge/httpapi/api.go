@@ -84,6 +84,12 @@ var routeRights = map[string][]sas.Permission{
 	"module_list":   {sas.RegistryRead},
 	"module_put":    {sas.RegistryWrite},
 	"module_delete": {sas.RegistryWrite},
+	// X.509 CA certificates (certificates.go)
+	"certificate_get":    {sas.RegistryRead},
+	"certificate_list":   {sas.RegistryRead},
+	"certificate_put":    {sas.RegistryWrite},
+	"certificate_delete": {sas.RegistryWrite},
+	"certificate_verify": {sas.RegistryWrite},
 }
 
 func (c *Config) defaults() {

@@ -46,6 +46,10 @@ type Auth struct {
 	failures *prometheus.CounterVec
 	// sessions are the open device sessions, for revocation (revoke.go).
 	sessions *sessions
+	// cas verifies CA-signed devices (x509.go); nil refuses them.
+	cas CertificateAuthorities
+	// pending holds authenticated certificates until their sessions start.
+	pending certPending
 }
 
 var _ mqtt.Hook = (*Auth)(nil)
@@ -60,7 +64,8 @@ func NewAuth(records Records, commands Commands, policies *sas.Policies, log *sl
 			Help: "MQTT connections refused, by reason.",
 		}, []string{"reason"}),
 	}
-	for _, r := range []string{"malformed", "client_id", "unknown_device", "disabled", "expired", "audience", "resource", "signature"} {
+	for _, r := range []string{"malformed", "client_id", "unknown_device", "disabled", "expired", "audience", "resource", "signature",
+		failAuthType, failThumbprint, failCertificate} {
 		a.failures.WithLabelValues(r)
 	}
 	return a
@@ -116,6 +121,9 @@ func (a *Auth) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	if deviceID == "" || cl.ID != deviceID {
 		return fail("client_id")
 	}
+	if chain := peerCertificates(cl.Net.Conn); len(chain) > 0 && len(pk.Connect.Password) == 0 {
+		return a.authenticateCertificate(cl, deviceID, chain, fail)
+	}
 	tok, err := sas.Parse(string(pk.Connect.Password))
 	if err != nil {
 		return fail("malformed")
@@ -138,6 +146,9 @@ func (a *Auth) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 			a.log.Error("reading a device record to authenticate it failed", "device", deviceID, "err", err)
 		}
 		return fail("unknown_device")
+	}
+	if rec.Identity.AuthType() != pipeline.AuthSAS {
+		return fail(failAuthType) // an X.509 device has no SAS credentials
 	}
 	keys := []string{rec.Identity.PrimaryKey, rec.Identity.SecondaryKey}
 	if tok.KeyName != "" {

@@ -162,10 +162,15 @@ func (c *apiClient) deviceConnectionString(ctx context.Context, deviceID, module
 	var d struct {
 		Authentication struct {
 			SymmetricKey struct{ PrimaryKey string }
+			Type         string
 		}
 	}
 	if err := json.Unmarshal(b, &d); err != nil {
 		return sas.ConnectionString{}, err
+	}
+	if t := d.Authentication.Type; t != "" && t != "sas" {
+		return sas.ConnectionString{}, fmt.Errorf("device %s authenticates with an X.509 certificate (%s) and has no keys: it connects over TLS "+
+			"with its certificate and no password; the Azure device SDK takes HostName=%s;DeviceId=%s;x509=true", deviceID, t, hostName, deviceID)
 	}
 	return sas.ConnectionString{HostName: hostName, DeviceID: deviceID, ModuleID: moduleID, SharedAccessKey: d.Authentication.SymmetricKey.PrimaryKey}, nil
 }

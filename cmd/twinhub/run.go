@@ -301,6 +301,10 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 	} else {
 		log.Warn("authentication is OFF (--auth=false): anyone who reaches the listeners can read and change every twin")
 	}
+	certStore, err := openCertificates(setupCtx, js, log)
+	if err != nil {
+		return err
+	}
 	var tlsConfig *tls.Config
 	if c.mqttsAddr != "" || c.httpsAddr != "" {
 		certFile, keyFile := c.tlsCert, c.tlsKey
@@ -338,6 +342,8 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 		if c.auth {
 			auth = mqttbridge.NewAuth(store, client, policies, log, reg)
 			auth.SetHubNames(sas.HubNames(c.hostnames...))
+			auth.SetCertificateAuthorities(certStore)
+			certStore.OnChange(auth.CertificateChanged)
 			hooks = append([]mqtt.Hook{auth}, hooks...)
 		}
 		broker, err = embedded.StartBroker(bcfg, hooks...)
@@ -376,6 +382,7 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 	if ns != nil {
 		storeWatch = embedded.NewStoreWatcher(ns, log, reg)
 	}
+	api.ServeCertificates(certStore)
 	api.Handle("GET /readyz", "readyz", readiness(readinessParts{started: ready.Load, nc: nc, store: storeWatch, lost: lostData,
 		queries: queries, broker: broker, bridge: bridge, clickhouse: hist.probe}))
 	api.Handle("GET /livez", "livez", httpapi.Livez)
@@ -422,6 +429,7 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 	if auth != nil {
 		g.Go(func() error { return auth.Run(gctx, nc) })
 	}
+	g.Go(func() error { return certStore.Run(gctx) })
 	httpErr := make(chan error, 1)
 	// Exits when httpSrv.Shutdown is called.
 	go func() { httpErr <- httpSrv.Serve(ln) }()

@@ -72,6 +72,9 @@ type Twin struct {
 	CloudToDeviceMessageCount int64
 	// AuthenticationType is "sas", "selfSigned", "certificateAuthority" or "none".
 	AuthenticationType string
+	// X509PrimaryThumbprint and X509SecondaryThumbprint are a self-signed
+	// device's certificate thumbprints; empty renders as null.
+	X509PrimaryThumbprint, X509SecondaryThumbprint string
 	// ModelID is the Plug and Play model id, "" when none.
 	ModelID string
 	// Tags are the back end's properties; nil or empty means none and the
