@@ -107,45 +107,22 @@ func freeAddr() string {
 
 func runBench(ctx context.Context, c benchConfig) error {
 	out := os.Stdout
-	if c.cpuProfile != "" {
-		f, err := os.Create(c.cpuProfile)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
+	stopProfile, err := startCPUProfile(c.cpuProfile)
+	if err != nil {
+		return err
 	}
+	defer stopProfile()
 	rep := &benchReport{Started: time.Now().UTC(), Devices: c.devices, Duration: c.duration.String(), Rate: c.rate,
 		Patch: c.patchSize, QoS: c.qos, Machine: fmt.Sprintf("%s/%s, %d CPUs, %s", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version())}
 
 	embeddedNATS := "" // the embedded hub's NATS address
 	if c.embedded {
-		dir, err := os.MkdirTemp("", "twinhub-bench")
+		stopHub, natsAddr, err := startBenchHub(ctx, &c, out)
 		if err != nil {
 			return err
 		}
-		defer os.RemoveAll(dir)
-		cfg, err := parseRunFlags([]string{"--data-dir", dir, "--http-addr", freeAddr(), "--mqtt-addr", freeAddr(),
-			"--nats-addr", freeAddr(), "--mqtts-addr", "", "--https-addr", "", "--log-level", "warn",
-			"--clickhouse-local", c.history, "--clickhouse-local-addr", freeAddr()})
-		if err != nil {
-			return err
-		}
-		hctx, stop := context.WithCancel(context.WithoutCancel(ctx))
-		done := make(chan error, 1)
-		log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-		// Runs until stop below.
-		go func() { done <- run(hctx, cfg, log) }()
-		defer func() {
-			stop()
-			<-done
-		}()
-		*c.client.server, *c.client.dataDir = "http://"+cfg.httpAddr, dir
-		c.mqttURL, embeddedNATS = "tcp://"+cfg.mqttAddr, cfg.natsAddr
-		fmt.Fprintf(out, "started an embedded twinhub in %s (HTTP %s, MQTT %s)\n", dir, cfg.httpAddr, cfg.mqttAddr)
+		defer stopHub()
+		embeddedNATS = natsAddr
 	}
 	if c.mqttURL == "" {
 		return errors.New("--mqtt is required with --server")
@@ -167,24 +144,7 @@ func runBench(ctx context.Context, c benchConfig) error {
 	if err != nil {
 		return err
 	}
-	var peakRSS atomic.Int64
-	rssCtx, stopRSS := context.WithCancel(ctx)
-	defer stopRSS()
-	// Samples the hub's memory until stopRSS.
-	go func() {
-		t := time.NewTicker(time.Second)
-		defer t.Stop()
-		for {
-			if v, ok := scrapeGauge(api.base, "process_resident_memory_bytes"); ok && int64(v) > peakRSS.Load() {
-				peakRSS.Store(int64(v))
-			}
-			select {
-			case <-rssCtx.Done():
-				return
-			case <-t.C:
-			}
-		}
-	}()
+	peakRSS := samplePeakRSS(ctx, api.base)
 
 	ids := make([]string, c.devices)
 	for i := range ids {
@@ -251,16 +211,97 @@ func runBench(ctx context.Context, c benchConfig) error {
 			event.Baseline, event.Ratio = js.Name, event.Rate/js.Rate
 		}
 	}
-	if c.memProfile != "" {
-		f, err := os.Create(c.memProfile)
-		if err == nil {
-			runtime.GC()
-			pprof.WriteHeapProfile(f)
-			f.Close()
-		}
+	writeHeapProfile(c.memProfile)
+	rep.HubPeakRSSMiB = float64(peakRSS()) / (1 << 20)
+	return finishReport(out, c, rep)
+}
+
+// startCPUProfile profiles the process's CPU into path ("" profiles
+// nothing) until the returned stop.
+func startCPUProfile(path string) (stop func(), err error) {
+	if path == "" {
+		return func() {}, nil
 	}
-	stopRSS()
-	rep.HubPeakRSSMiB = float64(peakRSS.Load()) / (1 << 20)
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
+}
+
+// writeHeapProfile writes a heap profile to path ("" writes none).
+func writeHeapProfile(path string) {
+	if path == "" {
+		return
+	}
+	if f, err := os.Create(path); err == nil {
+		runtime.GC()
+		pprof.WriteHeapProfile(f)
+		f.Close()
+	}
+}
+
+// startBenchHub runs an embedded hub for the bench on free ports, points
+// c at it, and returns its stop and its NATS address.
+func startBenchHub(ctx context.Context, c *benchConfig, out io.Writer) (stop func(), natsAddr string, err error) {
+	dir, err := os.MkdirTemp("", "twinhub-bench")
+	if err != nil {
+		return nil, "", err
+	}
+	cfg, err := parseRunFlags([]string{"--data-dir", dir, "--http-addr", freeAddr(), "--mqtt-addr", freeAddr(),
+		"--nats-addr", freeAddr(), "--mqtts-addr", "", "--https-addr", "", "--log-level", "warn",
+		"--clickhouse-local", c.history, "--clickhouse-local-addr", freeAddr()})
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, "", err
+	}
+	hctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan error, 1)
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	// Runs until stop.
+	go func() { done <- run(hctx, cfg, log) }()
+	*c.client.server, *c.client.dataDir = "http://"+cfg.httpAddr, dir
+	c.mqttURL = "tcp://" + cfg.mqttAddr
+	fmt.Fprintf(out, "started an embedded twinhub in %s (HTTP %s, MQTT %s)\n", dir, cfg.httpAddr, cfg.mqttAddr)
+	return func() {
+		cancel()
+		<-done
+		os.RemoveAll(dir)
+	}, cfg.natsAddr, nil
+}
+
+// samplePeakRSS samples the hub's resident memory every second until ctx
+// ends; the returned function gives the peak so far.
+func samplePeakRSS(ctx context.Context, base string) (peak func() int64) {
+	var max atomic.Int64
+	// Exits when ctx ends.
+	go func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			if v, ok := scrapeGauge(base, "process_resident_memory_bytes"); ok && int64(v) > max.Load() {
+				max.Store(int64(v))
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return max.Load
+}
+
+// finishReport adds the CPU and memory notes, prints the report and writes
+// it as JSON when asked.
+func finishReport(out io.Writer, c benchConfig, rep *benchReport) error {
 	whose := "the hub's"
 	if c.embedded {
 		whose = "the bench process's (hub and load generator together)"
@@ -272,13 +313,11 @@ func runBench(ctx context.Context, c benchConfig) error {
 		rep.Notes = append(rep.Notes, fmt.Sprintf("peak resident memory: %.0f MiB, %s process_resident_memory_bytes, sampled every second", rep.HubPeakRSSMiB, whose))
 	}
 	printReport(out, rep)
-	if c.jsonOut != "" {
-		b, _ := json.MarshalIndent(rep, "", "  ")
-		if err := os.WriteFile(c.jsonOut, append(b, '\n'), 0o644); err != nil {
-			return err
-		}
+	if c.jsonOut == "" {
+		return nil
 	}
-	return nil
+	b, _ := json.MarshalIndent(rep, "", "  ")
+	return os.WriteFile(c.jsonOut, append(b, '\n'), 0o644)
 }
 
 func waitHealthy(ctx context.Context, server string) error {

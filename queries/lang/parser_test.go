@@ -114,11 +114,11 @@ func TestParsePaths(t *testing.T) {
 // TestSelectNames checks output names: alias, last path segment in
 // canonical spelling, else $1, $2, ... for the unnamed items.
 func TestSelectNames(t *testing.T) {
-	q, err := Parse(`SELECT DeviceId, tags.location.plant, 1 + 1, COUNT() AS c, MAX(x), devices.LastActivityTime FROM devices`)
+	_, err := Parse(`SELECT DeviceId, tags.location.plant, 1 + 1, COUNT() AS c, MAX(x), devices.LastActivityTime FROM devices`)
 	if err == nil {
 		t.Fatalf("mixing ungrouped paths and aggregates parsed")
 	}
-	q, err = Parse(`SELECT DeviceId, tags.location.plant, 1 + 1, x AS c, STARTSWITH(x, 'a'), devices.LastActivityTime FROM devices`)
+	q, err := Parse(`SELECT DeviceId, tags.location.plant, 1 + 1, x AS c, STARTSWITH(x, 'a'), devices.LastActivityTime FROM devices`)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -203,7 +203,7 @@ func (x *execution) visit(after string, need int, fn visitFunc) error {
 	for {
 		steps, stopped := 0, false
 		last := after
-		pos = s.order.each(pos, func(id uint32) bool {
+		s.order.each(pos, func(id uint32) bool {
 			if steps == x.p.chunk {
 				return false
 			}
