@@ -318,6 +318,11 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 	// Queries must see every twin before the hub says it is ready.
 	waitAll(ctx, gctx, proc.Running(), queries.proj.Loaded())
 	ready.Store(true)
+	routes := api.Routes()
+	if web.httpsLn != nil && broker != nil && broker.WebSocket() != nil {
+		routes = append(routes, "GET "+embedded.WebSocketPath) // HTTPS only, outside the API's mux
+	}
+	log.Debug("HTTP routes", "routes", strings.Join(routes, ","))
 	log.Info("twinhub is ready", "http", web.httpAddr(), "https", web.httpsAddr(), "auth", c.auth, "partitions", topo.WithDefaults().Partitions)
 
 	// Wait for a signal, a failed component or a failed HTTP server.
