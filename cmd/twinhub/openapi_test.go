@@ -67,9 +67,9 @@ func hubRoutes(t *testing.T, p *proc) []string {
 type requestCheck int
 
 const (
-	requestConforms requestCheck = iota // the request is one the description allows
-	requestRefused                      // the description must refuse it (the test sends it on purpose)
-	requestUnchecked                    // a bad request the description need not catch (the hub does)
+	requestConforms  requestCheck = iota // the request is one the description allows
+	requestRefused                       // the description must refuse it (the test sends it on purpose)
+	requestUnchecked                     // a bad request the description need not catch (the hub does)
 )
 
 // contractCase is one request to the hub and the status it must get.
