@@ -81,7 +81,8 @@ func readEvents(t *testing.T, p *proc) []storedEvent {
 
 // TestChangeEventsMatchTheSchema makes every kind of change on the real hub
 // (device create and delete, reported patches from a device over MQTT,
-// desired and tag patches, sections set to null, a replacement) and checks
+// desired and tag patches, sections set to null, a replacement, a module
+// twin and its deletion with its device) and checks
 // each event it published against deploy/events/twin-change-event.schema.json,
 // its Twinhub-Event-Schema header against its schemaVersion, and that every
 // header an event carries is documented in the README's "Change events".
@@ -116,7 +117,9 @@ func TestChangeEventsMatchTheSchema(t *testing.T) {
 	ok(p.call(t, "PATCH", "/twins/sch-1", `{"tags":null}`), "tags set to null")
 	ok(p.call(t, "PUT", "/twins/sch-1", `{"tags":{"site":"east"},"properties":{"desired":{"fw":"3.0"}}}`), "replace")
 	ok(p.call(t, "PATCH", "/twins/sch.3", `{"properties":{"desired":{"x":1}}}`), "a device ID with a dot")
-	ok(p.call(t, "DELETE", "/devices/sch-2", ""), "delete")
+	ok(p.call(t, "PUT", "/devices/sch-2/modules/mod", `{}`), "creating a module")
+	ok(p.call(t, "PATCH", "/twins/sch-2/modules/mod", `{"tags":{"role":"edge"},"properties":{"desired":{"rate":1}}}`), "module twin patch")
+	ok(p.call(t, "DELETE", "/devices/sch-2", ""), "delete (with its module)")
 
 	readme, err := os.ReadFile("../../README.md")
 	if err != nil {
@@ -128,7 +131,7 @@ func TestChangeEventsMatchTheSchema(t *testing.T) {
 	events := readEvents(t, p)
 	ops := map[string]bool{}
 	headers := map[string]bool{}
-	var sawNullSection, sawDevice bool
+	var sawNullSection, sawDevice, sawModule bool
 	for _, e := range events {
 		var v any
 		if err := json.Unmarshal(e.data, &v); err != nil {
@@ -145,6 +148,7 @@ func TestChangeEventsMatchTheSchema(t *testing.T) {
 			t.Errorf("event %d: %s is %q, schemaVersion %d", e.seq, pipeline.SchemaHeader, got, ev.SchemaVersion)
 		}
 		ops[ev.Op] = true
+		sawModule = sawModule || ev.DeviceID == "sch-2/mod" && ev.Op == pipeline.OpDeleteDevice
 		sawDevice = sawDevice || ev.Source == pipeline.SourceDevice
 		sawNullSection = sawNullSection || ev.Op == pipeline.OpUpdateTwin && ev.Source == pipeline.SourceBackend &&
 			bytes.Contains(ev.Patch.Desired(), []byte(`"fw":null`))
@@ -157,8 +161,9 @@ func TestChangeEventsMatchTheSchema(t *testing.T) {
 			t.Errorf("no %s event among the %d read", op, len(events))
 		}
 	}
-	if !sawDevice || !sawNullSection {
-		t.Errorf("the events lack a device's reported patch (%v) or desired set to null (%v)", sawDevice, sawNullSection)
+	if !sawDevice || !sawNullSection || !sawModule {
+		t.Errorf("the events lack a device's reported patch (%v), desired set to null (%v) or a module's deletion (%v)",
+			sawDevice, sawNullSection, sawModule)
 	}
 	names := slices.Sorted(func(yield func(string) bool) {
 		for h := range headers {
