@@ -4,8 +4,15 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"io"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -115,6 +122,7 @@ func TestOpenAPIMatchesTheHub(t *testing.T) {
 	}
 
 	owner := p.ownerToken(t)
+	caBody := `{"properties":{"certificate":` + strconv.Quote(selfSignedCA(t)) + `}}`
 	var cases []contractCase
 	// Each GET route without path parameters, as registered (so a route
 	// added later is exercised too), for its answer: a route with required
@@ -183,6 +191,25 @@ func TestOpenAPIMatchesTheHub(t *testing.T) {
 		{name: "feed with a bad Last-Event-ID", method: "GET", path: "/events", header: []string{"Last-Event-ID", "abc"},
 			status: 400, request: requestRefused},
 		{name: "feed with both filters", method: "GET", path: "/events?deviceId=a&deviceIdPrefix=b", status: 400, request: requestUnchecked},
+		{name: "schedule a job", method: "PUT", path: "/jobs/v2/oa-job",
+			body:   `{"jobId":"oa-job","type":"scheduleUpdateTwin","queryCondition":"deviceId = 'oa-1'","updateTwin":{"properties":{"desired":{"job":1}}}}`,
+			status: 200},
+		{name: "schedule it again", method: "PUT", path: "/jobs/v2/oa-job",
+			body:   `{"type":"scheduleUpdateTwin","queryCondition":"deviceId = 'oa-1'","updateTwin":{"properties":{"desired":{"job":1}}}}`,
+			status: 409},
+		{name: "schedule a method job", method: "PUT", path: "/jobs/v2/oa-job2",
+			body: `{"type":"scheduleDeviceMethod","queryCondition":"deviceId = 'oa-1'","updateTwin":{}}`, status: 400},
+		{name: "read job", method: "GET", path: "/jobs/v2/oa-job", status: 200},
+		{name: "read missing job", method: "GET", path: "/jobs/v2/none", status: 404},
+		{name: "cancel job", method: "POST", path: "/jobs/v2/oa-job/cancel"},
+		{name: "register a CA", method: "PUT", path: "/certificates/oa-ca", body: caBody, status: 200},
+		{name: "register it again", method: "PUT", path: "/certificates/oa-ca", body: caBody, status: 409},
+		{name: "register garbage", method: "PUT", path: "/certificates/oa-bad", body: `{"properties":{"certificate":"nope"}}`, status: 400},
+		{name: "read CA", method: "GET", path: "/certificates/oa-ca", status: 200},
+		{name: "verification code", method: "POST", path: "/certificates/oa-ca/generateVerificationCode", status: 200},
+		{name: "verify with garbage", method: "POST", path: "/certificates/oa-ca/verify", body: `{"certificate":"nope"}`, status: 400},
+		{name: "remove CA", method: "DELETE", path: "/certificates/oa-ca", status: 200},
+		{name: "read removed CA", method: "GET", path: "/certificates/oa-ca", status: 404},
 		{name: "delete with a wrong etag", method: "DELETE", path: "/devices/oa-2", header: []string{"If-Match", `"nope"`}, status: 412},
 		{name: "delete", method: "DELETE", path: "/devices/oa-2", status: 204},
 		{name: "delete again", method: "DELETE", path: "/devices/oa-2", status: 404},
@@ -233,6 +260,23 @@ func TestOpenAPIMatchesTheHub(t *testing.T) {
 			t.Errorf("no case got %s", want)
 		}
 	}
+}
+
+// selfSignedCA returns the PEM of a new self-signed CA certificate.
+func selfSignedCA(t *testing.T) string {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "openapi test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
 }
 
 // contractExchange sends c to the hub, signed with owner unless c says
