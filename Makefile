@@ -12,7 +12,7 @@ run:
 	$(GO) run ./cmd/twinhub run --data-dir $(DATA) --clickhouse-local auto
 
 # deps installs the external programs the tests drive (Debian packages:
-# mosquitto, clickhouse-server, chromium, runc), helm (built from its Go
+# mosquitto, clickhouse-server, prometheus, chromium, runc), helm (built from its Go
 # module into bin/) and
 # the pinned Azure IoT Node.js SDKs of the compatibility tests (npm, when
 # node_modules is missing or older than the lock file).
@@ -24,6 +24,9 @@ deps:
 	@command -v clickhouse-server >/dev/null 2>&1 || [ -x /usr/sbin/clickhouse-server ] || \
 		{ echo "installing clickhouse-server (Debian package; tests start their own server)"; apt-get update -qq && \
 		  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clickhouse-server clickhouse-client >/dev/null; }
+	@command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || \
+		{ echo "installing prometheus (Debian package, with promtool; tests check the rules and scrape a hub)"; apt-get update -qq && \
+		  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
 	@command -v chromium >/dev/null 2>&1 || \
 		{ echo "installing chromium (Debian package; the explorer's browser tests drive it headless)"; apt-get update -qq && \
 		  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
@@ -55,9 +58,18 @@ fuzz:
 	$(GO) test ./queries/projection -run '^$$' -fuzz FuzzFlatten -fuzztime $(FUZZTIME)
 	$(GO) test ./bridge/mqttbridge -run '^$$' -fuzz FuzzDecide -fuzztime $(FUZZTIME)
 
-# lint fails when vet complains, a file is not gofmt-clean, or `go mod tidy`
-# would change go.mod or go.sum (it prints the diff and changes nothing).
+# lint fails when vet or staticcheck complains, a file is not gofmt-clean,
+# `go mod tidy` would change go.mod or go.sum (it prints the diff and
+# changes nothing), deadcode finds a function nothing calls (tests
+# included), or a function outside the tests is above cyclomatic
+# complexity 30. The tools run at pinned versions from the module proxy.
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+DEADCODE    := golang.org/x/tools/cmd/deadcode@v0.53.0
+GOCYCLO     := github.com/fzipp/gocyclo/cmd/gocyclo@v0.6.0
 lint:
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; exit 1; }
 	@$(GO) mod tidy -diff || { echo "go.mod/go.sum are not tidy: run 'go mod tidy' and commit the result"; exit 1; }
+	$(GO) run $(STATICCHECK) ./...
+	@dead="$$($(GO) run $(DEADCODE) -test ./...)"; test -z "$$dead" || { echo "$$dead"; echo "dead code: remove it, or call it"; exit 1; }
+	@$(GO) run $(GOCYCLO) -over 30 -ignore '_test\.go$$' . || { echo "functions above cyclomatic complexity 30: split them into named steps"; exit 1; }

@@ -35,7 +35,7 @@ func answer(cmd Command, rec *Record) Result {
 		res.Body = b
 		res.Version = rec.Twin.Version
 	case KindCreateDevice, KindUpdateDevice:
-		res.Body = rec.documentJSON()
+		res.Body = rec.IdentityJSON()
 	case KindDeleteDevice, KindConnection:
 		res.Status = http.StatusNoContent
 	}
@@ -46,7 +46,7 @@ func answer(cmd Command, rec *Record) Result {
 // It returns either a change or a final result (a read, or a rejection).
 func decide(cmd Command, rec *Record, now time.Time) (*change, Result) {
 	now = now.UTC().Truncate(100 * time.Nanosecond)
-	if err := twin.ValidateDeviceID(cmd.DeviceID); err != nil {
+	if err := ValidateEntityID(cmd.DeviceID); err != nil {
 		return nil, invalidArgument(cmd, err)
 	}
 	if cmd.Kind != KindCreateDevice && !rec.Exists() {
@@ -79,7 +79,7 @@ func invalidArgument(cmd Command, err error) Result {
 
 // newEvent starts the change event of cmd on an existing device's record.
 func newEvent(cmd Command, rec *Record, now time.Time, op, source string) *Event {
-	ev := &Event{DeviceID: cmd.DeviceID, Time: twin.FormatTime(now), CommandID: cmd.ID, Op: op, Source: source}
+	ev := &Event{SchemaVersion: EventSchemaVersion, DeviceID: cmd.DeviceID, Time: twin.FormatTime(now), CommandID: cmd.ID, Op: op, Source: source}
 	if rec.Exists() {
 		ev.GenerationID = rec.Identity.GenerationID
 	}
@@ -134,9 +134,9 @@ func decideTwin(cmd Command, rec *Record, now time.Time) (*change, Result) {
 // (rec is then its tombstone).
 func decideCreate(cmd Command, rec *Record, now time.Time) (*change, Result) {
 	if rec.Exists() {
-		return nil, Failure(cmd.ID, http.StatusConflict, "DeviceAlreadyExists", "device %q already exists", cmd.DeviceID)
+		return nil, alreadyExists(cmd)
 	}
-	body, err := parseDeviceBody(cmd.Body, cmd.DeviceID)
+	body, err := parseDeviceBody(cmd.Body, cmd.DeviceID, AuthSAS)
 	if err != nil {
 		return nil, invalidArgument(cmd, err)
 	}
@@ -148,6 +148,7 @@ func decideCreate(cmd Command, rec *Record, now time.Time) (*change, Result) {
 	}
 	next.Identity.PrimaryKey, next.Identity.SecondaryKey = newKey(), newKey()
 	body.applyKeys(&next.Identity)
+	body.applyAuthentication(next)
 	if body.StatusReason != nil {
 		next.Twin.StatusReason = *body.StatusReason
 	}
@@ -162,7 +163,7 @@ func decideUpdateDevice(cmd Command, rec *Record, now time.Time) (*change, Resul
 	if r, ok := checkEtag(cmd, rec.Identity.DeviceEtag()); !ok {
 		return nil, r
 	}
-	body, err := parseDeviceBody(cmd.Body, cmd.DeviceID)
+	body, err := parseDeviceBody(cmd.Body, cmd.DeviceID, rec.Identity.AuthType())
 	if err != nil {
 		return nil, invalidArgument(cmd, err)
 	}
@@ -175,6 +176,7 @@ func decideUpdateDevice(cmd Command, rec *Record, now time.Time) (*change, Resul
 		next.Twin.StatusReason = *body.StatusReason
 	}
 	body.applyKeys(&next.Identity)
+	body.applyAuthentication(next)
 	next.Identity.Etag++
 	next.remember(cmd.ID)
 	return &change{next: next}, Result{}
@@ -313,4 +315,19 @@ func compact(raw json.RawMessage) json.RawMessage {
 		return raw
 	}
 	return b.Bytes()
+}
+
+// CheckTwinPatch reports why a back-end twin patch (the body of PATCH
+// /twins/{id}: tags and properties.desired) cannot be applied to any twin,
+// or nil. A twin-update job checks its patch with it before it starts.
+func CheckTwinPatch(body json.RawMessage) error {
+	s, err := serviceBody(body)
+	if err != nil {
+		return err
+	}
+	if s.tags == nil && s.desired == nil && !s.clearTags && !s.clearDesired {
+		return errors.New("the patch changes nothing: give tags and/or properties.desired")
+	}
+	_, err = twin.ApplyService(twin.New("check", time.Unix(0, 0)), s.tags, s.desired, time.Unix(0, 0))
+	return err
 }

@@ -202,7 +202,7 @@ func TestDecideCreate(t *testing.T) {
 	if again == nil {
 		t.Fatalf("create after delete refused: %+v", res)
 	}
-	if again.ev.GenerationID == ch.ev.GenerationID || again.next.Twin.Version != ch.next.Twin.Version || again.next.Twin.Tags != nil && len(again.next.Twin.Tags) > 0 {
+	if again.ev.GenerationID == ch.ev.GenerationID || again.next.Twin.Version != ch.next.Twin.Version || len(again.next.Twin.Tags) > 0 {
 		t.Errorf("generation %q (was %q), version %d (a new device has %d), tags %v", again.ev.GenerationID, ch.ev.GenerationID, again.next.Twin.Version, ch.next.Twin.Version, again.next.Twin.Tags)
 	}
 }

@@ -8,7 +8,6 @@ package pipeline
 import (
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"strings"
 
 	"github.com/nats-io/nats.go"
@@ -127,17 +126,19 @@ func (e *ResultError) Error() string {
 // IoT Hub error codes: name, HTTP status and the numeric code devices see in
 // MQTT error bodies (reference §4.4).
 var errorCodes = map[string]int{
-	"ArgumentInvalid":          400004,
-	"ArgumentNull":             400005,
-	"IotHubUnauthorizedAccess": 401002,
-	"DeviceNotFound":           404001,
-	"DeviceAlreadyExists":      409001,
-	"PreconditionFailed":       412001,
-	"MessageTooLarge":          413001,
-	"ThrottlingException":      429001,
-	"ServerError":              500001,
-	"ServiceUnavailable":       503001,
-	"GatewayTimeout":           504101,
+	"ArgumentInvalid":             400004,
+	"ArgumentNull":                400005,
+	"IotHubUnauthorizedAccess":    401002,
+	"DeviceNotFound":              404001,
+	"DeviceAlreadyExists":         409001,
+	"ModuleNotFound":              404010,
+	"ModuleAlreadyExistsOnDevice": 409301,
+	"PreconditionFailed":          412001,
+	"MessageTooLarge":             413001,
+	"ThrottlingException":         429001,
+	"ServerError":                 500001,
+	"ServiceUnavailable":          503001,
+	"GatewayTimeout":              504101,
 }
 
 // NumericCode returns IoT Hub's numeric error code for an error code name
@@ -152,10 +153,6 @@ func NumericCode(code string, status int) int {
 // Failure builds a failed Result.
 func Failure(commandID string, status int, code, format string, args ...any) Result {
 	return Result{CommandID: commandID, Status: status, Code: code, Message: fmt.Sprintf(format, args...)}
-}
-
-func notFound(cmd Command) Result {
-	return Failure(cmd.ID, http.StatusNotFound, "DeviceNotFound", "device %q does not exist", cmd.DeviceID)
 }
 
 // Change-event operations.
@@ -176,7 +173,12 @@ const (
 // device's event subject. It is twinhub's public change stream: per device
 // and generation, Version runs 2, 3, 4, … without gaps or duplicates.
 type Event struct {
-	DeviceID string `json:"deviceId"`
+	// SchemaVersion is the version of the event's JSON Schema
+	// (deploy/events/twin-change-event.schema.json): EventSchemaVersion.
+	// It changes only when a change would break a consumer; adding a field
+	// does not change it.
+	SchemaVersion int    `json:"schemaVersion"`
+	DeviceID      string `json:"deviceId"`
 	// GenerationID changes when a device is deleted and created again; the
 	// version sequence starts over with each generation.
 	GenerationID string `json:"generationId"`
@@ -216,6 +218,15 @@ type EventProperties struct {
 	Desired  json.RawMessage `json:"desired,omitempty"`
 	Reported json.RawMessage `json:"reported,omitempty"`
 }
+
+// EventSchemaVersion is the schema version of the change events this
+// twinhub publishes, in each event's schemaVersion and SchemaHeader.
+const EventSchemaVersion = 1
+
+// SchemaHeader names the header of a change event that carries its
+// schemaVersion, so a consumer can route or refuse events without decoding
+// them.
+const SchemaHeader = "Twinhub-Event-Schema"
 
 // SectionsHeader names the header of a change event that lists the sections
 // its patch touches ("tags", "desired", "reported", comma-separated), so a

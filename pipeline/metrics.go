@@ -67,6 +67,10 @@ func newProcessorMetrics(reg prometheus.Registerer, js jetstream.JetStream, part
 			m.commands.WithLabelValues(string(k), string(o))
 		}
 	}
+	f.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "twinhub", Subsystem: "pipeline", Name: "partitions",
+		Help: "Command partitions of the hub (--partitions): the instances sharing a NATS together own this many.",
+	}, func() float64 { return float64(partitions) })
 	if reg != nil {
 		reg.MustRegister(&lagCollector{js: js, partitions: partitions})
 	}

@@ -71,6 +71,13 @@ type Identity struct {
 	PrimaryKey                 string    `json:"primaryKey,omitempty"`
 	SecondaryKey               string    `json:"secondaryKey,omitempty"`
 	ConnectionStateUpdatedTime time.Time `json:"connectionStateUpdatedTime"`
+	// Authentication is the device's authentication type when it is not
+	// SAS (AuthSelfSigned or AuthCertificateAuthority); see AuthType.
+	Authentication string `json:"authentication,omitempty"`
+	// PrimaryThumbprint and SecondaryThumbprint are a self-signed device's
+	// certificate thumbprints (upper-case hex, SHA-1 or SHA-256).
+	PrimaryThumbprint   string `json:"primaryThumbprint,omitempty"`
+	SecondaryThumbprint string `json:"secondaryThumbprint,omitempty"`
 }
 
 // Exists reports whether the record holds a live device.
@@ -113,7 +120,7 @@ func applyEvent(prev *Record, ev *Event) (*Record, error) {
 	var next *Record
 	switch ev.Op {
 	case OpCreateDevice:
-		t := twin.New(ev.DeviceID, at)
+		t := newTwin(ev.DeviceID, at)
 		if ev.Status != "" {
 			t.Status = ev.Status
 		}

@@ -37,10 +37,25 @@ type Authentication struct {
 	Type string `json:"type"`
 }
 
-// SymmetricKey holds a device's two SAS keys (base64).
+// SymmetricKey holds a device's two SAS keys (base64); an X.509 device has
+// none, and renders them as null, as IoT Hub does.
 type SymmetricKey struct {
 	PrimaryKey   string `json:"primaryKey"`
 	SecondaryKey string `json:"secondaryKey"`
+}
+
+// MarshalJSON renders an empty key as null.
+func (k SymmetricKey) MarshalJSON() ([]byte, error) {
+	key := func(s string) *string {
+		if s == "" {
+			return nil
+		}
+		return &s
+	}
+	return json.Marshal(struct {
+		PrimaryKey   *string `json:"primaryKey"`
+		SecondaryKey *string `json:"secondaryKey"`
+	}{key(k.PrimaryKey), key(k.SecondaryKey)})
 }
 
 // Document renders the record's device identity.
@@ -56,10 +71,7 @@ func (r *Record) Document() DeviceDocument {
 		StatusUpdatedTime:          twin.FormatTime(t.StatusUpdateTime),
 		LastActivityTime:           twin.FormatTime(t.LastActivityTime),
 		CloudToDeviceMessageCount:  t.CloudToDeviceMessageCount,
-		Authentication: &Authentication{
-			SymmetricKey: &SymmetricKey{PrimaryKey: r.Identity.PrimaryKey, SecondaryKey: r.Identity.SecondaryKey},
-			Type:         "sas",
-		},
+		Authentication:             r.Identity.authentication(),
 	}
 	if t.StatusReason != "" {
 		reason := t.StatusReason
@@ -68,23 +80,18 @@ func (r *Record) Document() DeviceDocument {
 	return d
 }
 
-func (r *Record) documentJSON() json.RawMessage {
-	b, err := json.Marshal(r.Document())
-	if err != nil {
-		panic("BUG: marshalling a device document: " + err.Error())
-	}
-	return b
-}
-
 // deviceBody is what PUT /devices/{id} may carry.
 type deviceBody struct {
 	DeviceID       string          `json:"deviceId"`
+	ModuleID       string          `json:"moduleId"`
 	Status         string          `json:"status"`
 	StatusReason   *string         `json:"statusReason"`
 	Authentication *Authentication `json:"authentication"`
 }
 
-func parseDeviceBody(raw json.RawMessage, deviceID string) (deviceBody, error) {
+// parseDeviceBody parses and checks a registry body; current is the
+// device's authentication type now (AuthSAS for a new device).
+func parseDeviceBody(raw json.RawMessage, deviceID, current string) (deviceBody, error) {
 	var b deviceBody
 	if len(raw) == 0 {
 		return b, nil
@@ -95,8 +102,12 @@ func parseDeviceBody(raw json.RawMessage, deviceID string) (deviceBody, error) {
 	if err := json.Unmarshal(raw, &b); err != nil {
 		return b, fmt.Errorf("device document: %w", err)
 	}
-	if b.DeviceID != "" && b.DeviceID != deviceID {
-		return b, fmt.Errorf("deviceId %q in the body differs from %q in the path", b.DeviceID, deviceID)
+	device, module := SplitEntity(deviceID)
+	if b.DeviceID != "" && b.DeviceID != device {
+		return b, fmt.Errorf("deviceId %q in the body differs from %q in the path", b.DeviceID, device)
+	}
+	if b.ModuleID != "" && b.ModuleID != module {
+		return b, fmt.Errorf("moduleId %q in the body differs from %q in the path", b.ModuleID, module)
 	}
 	switch b.Status {
 	case "", "enabled", "disabled":
@@ -104,8 +115,11 @@ func parseDeviceBody(raw json.RawMessage, deviceID string) (deviceBody, error) {
 		return b, fmt.Errorf("status must be \"enabled\" or \"disabled\", got %q", b.Status)
 	}
 	if a := b.Authentication; a != nil {
-		if a.Type != "" && a.Type != "sas" {
-			return b, fmt.Errorf("authentication type %q is not supported; use \"sas\"", a.Type)
+		if module != "" && a.Type != "" && a.Type != AuthSAS {
+			return b, fmt.Errorf("authentication type %q is for devices; a module authenticates with its symmetric keys (\"sas\")", a.Type)
+		}
+		if err := a.check(current); err != nil {
+			return b, err
 		}
 		if k := a.SymmetricKey; k != nil {
 			for _, key := range []string{k.PrimaryKey, k.SecondaryKey} {

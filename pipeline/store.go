@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -106,7 +108,8 @@ func (s *Store) List(ctx context.Context, limit int) ([]*Record, error) {
 	return out, err
 }
 
-// All calls fn for every live record until fn returns false.
+// All calls fn for every live device record (modules are not devices)
+// until fn returns false.
 func (s *Store) All(ctx context.Context, fn func(*Record) bool) error {
 	lister, err := s.kv.ListKeys(ctx)
 	if err != nil {
@@ -118,7 +121,7 @@ func (s *Store) All(ctx context.Context, fn func(*Record) bool) error {
 	defer lister.Stop()
 	for key := range lister.Keys() {
 		id, err := topology.DeviceID(key)
-		if err != nil {
+		if err != nil || IsModule(id) {
 			continue
 		}
 		rec, err := s.Get(ctx, id)
@@ -133,4 +136,40 @@ func (s *Store) All(ctx context.Context, fn func(*Record) bool) error {
 		}
 	}
 	return nil
+}
+
+// Modules returns the live module records of a device, in module ID order.
+// It lists every key of the bucket, so it costs a walk of the key list.
+func (s *Store) Modules(ctx context.Context, deviceID string) ([]*Record, error) {
+	lister, err := s.kv.ListKeys(ctx)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrNoKeysFound) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("listing twin records: %w", err)
+	}
+	defer lister.Stop()
+	prefix := topology.Key(ModuleEntity(deviceID, ""))
+	var ids []string
+	for key := range lister.Keys() {
+		if !strings.HasPrefix(key, prefix) {
+			continue
+		}
+		if id, err := topology.DeviceID(key); err == nil {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	var out []*Record
+	for _, id := range ids {
+		rec, err := s.Get(ctx, id)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, rec)
+	}
+	return out, nil
 }

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -50,6 +51,8 @@ type Config struct {
 	// Events serves the change feed, GET /events, from the event stream;
 	// nil answers it with 503.
 	Events jetstream.JetStream
+	// Jobs keeps twin-update jobs (/jobs/v2/…); nil answers them with 503.
+	Jobs Jobs
 	// Feed bounds the change feeds.
 	Feed   FeedConfig
 	Logger *slog.Logger
@@ -61,6 +64,7 @@ type Config struct {
 var routeRights = map[string][]sas.Permission{
 	"healthz":       nil,
 	"readyz":        nil,
+	"livez":         nil,
 	"ui":            nil, // the explorer's files; it signs its own API calls
 	"device_get":    {sas.RegistryRead},
 	"device_list":   {sas.RegistryRead},
@@ -73,6 +77,20 @@ var routeRights = map[string][]sas.Permission{
 	"query":         {sas.RegistryRead, sas.ServiceConnect},
 	"events":        {sas.ServiceConnect, sas.RegistryRead},
 	"rollout":       {sas.ServiceConnect, sas.RegistryRead},
+	"job_put":       {sas.ServiceConnect},
+	"job_cancel":    {sas.ServiceConnect},
+	"job_get":       {sas.ServiceConnect, sas.RegistryRead},
+	"job_query":     {sas.ServiceConnect, sas.RegistryRead},
+	"module_get":    {sas.RegistryRead},
+	"module_list":   {sas.RegistryRead},
+	"module_put":    {sas.RegistryWrite},
+	"module_delete": {sas.RegistryWrite},
+	// X.509 CA certificates (certificates.go)
+	"certificate_get":    {sas.RegistryRead},
+	"certificate_list":   {sas.RegistryRead},
+	"certificate_put":    {sas.RegistryWrite},
+	"certificate_delete": {sas.RegistryWrite},
+	"certificate_verify": {sas.RegistryWrite},
 }
 
 func (c *Config) defaults() {
@@ -103,6 +121,7 @@ type Commands interface {
 type Records interface {
 	Get(ctx context.Context, deviceID string) (*pipeline.Record, error)
 	List(ctx context.Context, limit int) ([]*pipeline.Record, error)
+	Modules(ctx context.Context, deviceID string) ([]*pipeline.Record, error)
 }
 
 var (
@@ -121,6 +140,8 @@ type API struct {
 	duration *prometheus.HistogramVec
 	authFail *prometheus.CounterVec
 	feeds    *feeds
+	// routes lists the registered patterns in order, for Routes.
+	routes []string
 }
 
 // New builds the API. ready reports whether twinhub is ready for /healthz;
@@ -157,6 +178,7 @@ func New(cfg Config, commands Commands, records Records, ready func() bool, metr
 	})
 	if metrics != nil {
 		a.mux.Handle("GET /metrics", metrics)
+		a.routes = append(a.routes, "GET /metrics")
 	}
 	a.handle("PUT /devices/{id}", "device_put", a.putDevice)
 	a.handle("GET /devices/{id}", "device_get", a.getDevice)
@@ -167,10 +189,21 @@ func New(cfg Config, commands Commands, records Records, ready func() bool, metr
 	a.handle("GET /twins/{id}/history", "twin_history", a.twinHistory)
 	a.handle("PATCH /twins/{id}", "twin_patch", a.changeTwin(pipeline.KindPatchTwin))
 	a.handle("PUT /twins/{id}", "twin_replace", a.changeTwin(pipeline.KindReplaceTwin))
+	a.handle("PUT /devices/{id}/modules/{mid}", "module_put", a.putModule)
+	a.handle("GET /devices/{id}/modules/{mid}", "module_get", a.getDevice)
+	a.handle("DELETE /devices/{id}/modules/{mid}", "module_delete", a.deleteDevice)
+	a.handle("GET /devices/{id}/modules", "module_list", a.listModules)
+	a.handle("GET /twins/{id}/modules/{mid}", "twin_get", a.getTwin)
+	a.handle("PATCH /twins/{id}/modules/{mid}", "twin_patch", a.changeTwin(pipeline.KindPatchTwin))
+	a.handle("PUT /twins/{id}/modules/{mid}", "twin_replace", a.changeTwin(pipeline.KindReplaceTwin))
 	a.handle("POST /devices/query", "query", a.query)
 	a.feeds = newFeeds(reg)
 	a.handle("GET /events", "events", a.events)
 	a.handle("GET /rollout", "rollout", a.rollout)
+	a.handle("PUT /jobs/v2/{jobId}", "job_put", a.putJob)
+	a.handle("GET /jobs/v2/{jobId}", "job_get", a.getJob)
+	a.handle("POST /jobs/v2/{jobId}/cancel", "job_cancel", a.cancelJob)
+	a.handle("GET /jobs/v2/query", "job_query", a.queryJobs)
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "NotFound", fmt.Sprintf("no API at %s %s", r.Method, r.URL.Path))
 	})
@@ -185,7 +218,14 @@ func (a *API) EnableProfiling() {
 	a.mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	a.mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 	a.mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	a.routes = append(a.routes, "GET /debug/pprof/", "GET /debug/pprof/cmdline", "GET /debug/pprof/profile",
+		"GET /debug/pprof/symbol", "GET /debug/pprof/trace")
 }
+
+// Routes returns the patterns of every route registered so far
+// ("METHOD /path", as given to http.ServeMux), in registration order, for
+// the OpenAPI description's test and the start-up log.
+func (a *API) Routes() []string { return slices.Clone(a.routes) }
 
 // Handle registers an extra route (used to add the query endpoint).
 func (a *API) Handle(pattern, route string, h http.HandlerFunc) { a.handle(pattern, route, h) }
@@ -194,6 +234,7 @@ func (a *API) Handle(pattern, route string, h http.HandlerFunc) { a.handle(patte
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTTP(w, r) }
 
 func (a *API) handle(pattern, route string, h http.HandlerFunc) {
+	a.routes = append(a.routes, pattern)
 	a.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
@@ -257,10 +298,19 @@ func (a *API) authorize(w http.ResponseWriter, r *http.Request, route string) bo
 
 // routeResource is the IoT Hub resource of a request, below the host: every
 // route about one device (/devices/{id}, /twins/{id} and what is under them,
-// and /events?deviceId={id}) is that device's, ["devices", id]; the others
-// (the registry list, queries, other feeds) are the whole hub's, nil.
+// and /events?deviceId={id}) is that device's, ["devices", id], and one
+// about a module is the module's, ["devices", id, "modules", mid]; the
+// others (the registry list, queries, other feeds) are the whole hub's, nil.
 func routeResource(r *http.Request) []string {
 	if id := r.PathValue("id"); id != "" {
+		if strings.Contains(id, "/") {
+			// An encoded slash in a path ID names no device (the handler
+			// answers 400) and is one segment no token's sr covers.
+			return []string{"devices", id}
+		}
+		if mid := r.PathValue("mid"); mid != "" {
+			return sas.DeviceScope(pipeline.ModuleEntity(id, mid))
+		}
 		return sas.DeviceScope(id)
 	}
 	if r.URL.Path == "/events" {
@@ -281,27 +331,29 @@ func (w *statusWriter) WriteHeader(code int) {
 	w.ResponseWriter.WriteHeader(code)
 }
 
-// do runs a command and writes its result.
-func (a *API) do(w http.ResponseWriter, r *http.Request, cmd pipeline.Command) {
+// do runs a command and writes its result; it reports whether the command
+// succeeded.
+func (a *API) do(w http.ResponseWriter, r *http.Request, cmd pipeline.Command) bool {
 	cmd.ID = nuid.Next()
 	res, err := a.commands.Do(r.Context(), cmd)
 	switch {
 	case errors.Is(err, pipeline.ErrTimeout):
 		writeError(w, http.StatusGatewayTimeout, "GatewayTimeout", err.Error())
-		return
+		return false
 	case err != nil:
 		a.log.Error("submitting a command failed", "kind", cmd.Kind, "device", cmd.DeviceID, "err", err)
 		writeError(w, http.StatusServiceUnavailable, "ServiceUnavailable", "the hub could not store the request; retry")
-		return
+		return false
 	case !res.OK():
 		writeError(w, res.Status, res.Code, res.Message)
-		return
+		return false
 	}
 	if res.Status == http.StatusNoContent || len(res.Body) == 0 {
 		w.WriteHeader(res.Status)
-		return
+		return true
 	}
 	writeJSON(w, res.Status, res.Body)
+	return true
 }
 
 func (a *API) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
@@ -326,7 +378,11 @@ func (a *API) putDevice(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	cmd := pipeline.Command{Kind: pipeline.KindCreateDevice, DeviceID: r.PathValue("id"), Body: body}
+	id, ok := entity(w, r)
+	if !ok {
+		return
+	}
+	cmd := pipeline.Command{Kind: pipeline.KindCreateDevice, DeviceID: id, Body: body}
 	m, present, ok := ifMatch(w, r)
 	if !ok {
 		return
@@ -338,11 +394,17 @@ func (a *API) putDevice(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) deleteDevice(w http.ResponseWriter, r *http.Request) {
+	id, ok := entity(w, r)
+	if !ok {
+		return
+	}
 	m, _, ok := ifMatch(w, r)
 	if !ok {
 		return
 	}
-	a.do(w, r, pipeline.Command{Kind: pipeline.KindDeleteDevice, DeviceID: r.PathValue("id"), IfMatch: m})
+	if a.do(w, r, pipeline.Command{Kind: pipeline.KindDeleteDevice, DeviceID: id, IfMatch: m}) && !pipeline.IsModule(id) {
+		a.deleteModules(r.Context(), id)
+	}
 }
 
 // ifMatch returns the request's If-Match precondition and whether the
@@ -381,8 +443,7 @@ func (a *API) getDevice(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	b, _ := json.Marshal(rec.Document())
-	writeJSON(w, http.StatusOK, b)
+	writeJSON(w, http.StatusOK, rec.IdentityJSON())
 }
 
 func (a *API) listDevices(w http.ResponseWriter, r *http.Request) {
@@ -427,10 +488,13 @@ func (a *API) getTwin(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) record(w http.ResponseWriter, r *http.Request) (*pipeline.Record, bool) {
-	id := r.PathValue("id")
+	id, ok := entity(w, r)
+	if !ok {
+		return nil, false
+	}
 	rec, err := a.records.Get(r.Context(), id)
 	if errors.Is(err, pipeline.ErrNotFound) {
-		writeError(w, http.StatusNotFound, "DeviceNotFound", fmt.Sprintf("device %q does not exist", id))
+		writeNotFound(w, id)
 		return nil, false
 	}
 	if err != nil {
@@ -447,11 +511,15 @@ func (a *API) changeTwin(kind pipeline.Kind) http.HandlerFunc {
 		if !ok {
 			return
 		}
+		id, ok := entity(w, r)
+		if !ok {
+			return
+		}
 		m, _, ok := ifMatch(w, r)
 		if !ok {
 			return
 		}
-		a.do(w, r, pipeline.Command{Kind: kind, DeviceID: r.PathValue("id"), Body: body, IfMatch: m})
+		a.do(w, r, pipeline.Command{Kind: kind, DeviceID: id, Body: body, IfMatch: m})
 	}
 }
 

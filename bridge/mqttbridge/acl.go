@@ -124,19 +124,25 @@ var hubSpaces = []string{"twin/res", "twin/PATCH/properties/desired", "messages/
 // Decide is the topic ACL for device connections: what device deviceID
 // may do with topic (a topic name, or a topic filter for Read). It is the
 // one place that says which traffic may cross between connections; see
-// the isolation model above. A device ID that is not valid (IoT Hub's
-// rules, which exclude / + # and NUL) may do nothing, and neither may a
+// the isolation model above. A module connects as "{deviceId}/{moduleId}"
+// and owns devices/{deviceId}/modules/{moduleId}/, which its device may not
+// use. A device ID that is not valid (IoT Hub's rules, which exclude
+// / + # and NUL) may do nothing, and neither may a
 // topic that is empty, not valid UTF-8 or holds NUL. (mochi checks an MQTT 5
 // publish by topic alias before it resolves the alias, with an empty topic:
 // such publishes are refused; IoT Hub's devices speak MQTT 3.1.1.)
 func Decide(deviceID string, access Access, topic string) Verdict {
-	if twin.ValidateDeviceID(deviceID) != nil || topic == "" || !utf8.ValidString(topic) || strings.ContainsRune(topic, 0) {
+	own, ok := ownPrefix(deviceID)
+	if !ok || topic == "" || !utf8.ValidString(topic) || strings.ContainsRune(topic, 0) {
 		return Deny
 	}
-	own := topicPrefix + deviceID + "/"
+	module := strings.Contains(deviceID, "/")
 	switch access {
 	case Read:
-		if strings.HasPrefix(topic, own) && len(topic) > len(own) {
+		if rest, ok := strings.CutPrefix(topic, own); ok && rest != "" {
+			if !module && strings.HasPrefix(rest, modulesSpace) {
+				return Deny // a module's topics are its own, not its device's
+			}
 			return Allow // matches nothing outside the device's own prefix
 		}
 		if azureReadFilters[topic] {
@@ -145,7 +151,7 @@ func Decide(deviceID string, access Access, topic string) Verdict {
 		return Deny
 	case Publish, Will:
 		if rest, ok := strings.CutPrefix(topic, own); ok {
-			if rest == "" || strings.ContainsAny(rest, "+#") || inHubSpace(rest) {
+			if rest == "" || strings.ContainsAny(rest, "+#") || inHubSpace(rest) || (!module && strings.HasPrefix(rest, modulesSpace)) {
 				return Deny
 			}
 			return Allow
@@ -167,6 +173,28 @@ func Decide(deviceID string, access Access, topic string) Verdict {
 		return Deny
 	}
 	return Deny
+}
+
+// modulesSpace is where the topics of a device's modules start under the
+// device's own prefix: devices/{id}/modules/{moduleId}/ belongs to the
+// module's connection only.
+const modulesSpace = "modules/"
+
+// ownPrefix is the topic prefix a connection owns: devices/{id}/ for a
+// device, devices/{id}/modules/{moduleId}/ for a module (client ID
+// "{id}/{moduleId}"). ok is false for an ID that breaks IoT Hub's rules.
+func ownPrefix(clientID string) (prefix string, ok bool) {
+	deviceID, moduleID, isModule := strings.Cut(clientID, "/")
+	if twin.ValidateDeviceID(deviceID) != nil {
+		return "", false
+	}
+	if !isModule {
+		return topicPrefix + deviceID + "/", true
+	}
+	if twin.ValidateModuleID(moduleID) != nil {
+		return "", false
+	}
+	return topicPrefix + deviceID + "/" + modulesSpace + moduleID + "/", true
 }
 
 func inHubSpace(rest string) bool {

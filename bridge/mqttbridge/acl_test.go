@@ -102,7 +102,7 @@ func TestDecide(t *testing.T) {
 	}
 	// A device ID that is not one may do nothing, not even with the
 	// topics that would be its own.
-	for _, bad := range []string{"", "+", "#", "a/b", "a\x00", strings.Repeat("x", 129)} {
+	for _, bad := range []string{"", "+", "#", "a/b/c", "a/", "/b", "a/+", "a\x00", strings.Repeat("x", 129)} {
 		for _, c := range []struct {
 			a     Access
 			topic string
@@ -200,4 +200,56 @@ func FuzzDecide(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestDecideModule: a module ("{deviceId}/{moduleId}") owns
+// devices/{deviceId}/modules/{moduleId}/ and uses Azure's $iothub topics;
+// neither its device nor another module may use its topics, and it may not
+// use its device's.
+func TestDecideModule(t *testing.T) {
+	for _, c := range []struct {
+		id     string
+		access Access
+		topic  string
+		want   Verdict
+	}{
+		{"d/m", Read, "devices/d/modules/m/messages/devicebound/#", Allow},
+		{"d/m", Publish, "devices/d/modules/m/messages/events/", Allow},
+		{"d/m", Publish, "$iothub/twin/GET/?$rid=1", Consume},
+		{"d/m", Publish, "$iothub/twin/PATCH/properties/reported/?$rid=2", Consume},
+		{"d/m", Read, "$iothub/twin/res/#", Allow},
+		{"d/m", Read, "devices/d/#", Deny},
+		{"d/m", Read, "devices/d/modules/m2/#", Deny},
+		{"d/m", Publish, "devices/d/messages/events/", Deny},
+		{"d/m", Publish, "devices/d/modules/m/messages/devicebound/x", Deny},
+		{"d/m", Will, "devices/d/modules/m/messages/events/", Allow},
+		{"d/m", Will, "devices/d/messages/events/", Deny},
+		{"d/m2", Read, "devices/d/modules/m/messages/devicebound/x", Deny},
+		// The device: its own topics, not its modules'.
+		{"d", Read, "devices/d/messages/devicebound/#", Allow},
+		{"d", Read, "devices/d/modules/m/messages/devicebound/x", Deny},
+		{"d", Publish, "devices/d/modules/m/messages/events/", Deny},
+		{"d", Will, "devices/d/modules/m/messages/events/", Deny},
+	} {
+		if got := Decide(c.id, c.access, c.topic); got != c.want {
+			t.Errorf("Decide(%q, %s, %q) = %s, want %s", c.id, c.access, c.topic, got, c.want)
+		}
+	}
+}
+
+// TestDeviceFromUsername: IoT Hub's user names for devices and modules.
+func TestDeviceFromUsername(t *testing.T) {
+	for user, want := range map[string]string{
+		"d1":                             "d1",
+		"hub/d1/?api-version=2021-04-12": "d1",
+		"hub/d1/?api-version=2021-04-12&DeviceClientType=azure-iot-device": "d1",
+		"hub/d1/m1/?api-version=2021-04-12":                                "d1/m1",
+		"hub/d1/m1/?api-version=2021-04-12&DeviceClientType=x%2F1":         "d1/m1",
+		"hub/d1/": "d1",
+		"hub/d1":  "d1",
+	} {
+		if got := DeviceFromUsername(user); got != want {
+			t.Errorf("DeviceFromUsername(%q) = %q, want %q", user, got, want)
+		}
+	}
 }

@@ -46,6 +46,10 @@ type Auth struct {
 	failures *prometheus.CounterVec
 	// sessions are the open device sessions, for revocation (revoke.go).
 	sessions *sessions
+	// cas verifies CA-signed devices (x509.go); nil refuses them.
+	cas CertificateAuthorities
+	// pending holds authenticated certificates until their sessions start.
+	pending certPending
 }
 
 var _ mqtt.Hook = (*Auth)(nil)
@@ -60,7 +64,8 @@ func NewAuth(records Records, commands Commands, policies *sas.Policies, log *sl
 			Help: "MQTT connections refused, by reason.",
 		}, []string{"reason"}),
 	}
-	for _, r := range []string{"malformed", "client_id", "unknown_device", "disabled", "expired", "audience", "resource", "signature"} {
+	for _, r := range []string{"malformed", "client_id", "unknown_device", "disabled", "expired", "audience", "resource", "signature",
+		failAuthType, failThumbprint, failCertificate} {
 		a.failures.WithLabelValues(r)
 	}
 	return a
@@ -87,12 +92,17 @@ func (a *Auth) Provides(b byte) bool {
 }
 
 // DeviceFromUsername returns the device ID a user name names: the user name
-// itself, or the second segment of "{host}/{deviceId}/?api-version=…".
+// itself, or the second segment of "{host}/{deviceId}/?api-version=…". For
+// a module's "{host}/{deviceId}/{moduleId}/?api-version=…" it is the
+// module's entity ID, "{deviceId}/{moduleId}" (pipeline.ModuleEntity).
 func DeviceFromUsername(username string) string {
 	if !strings.Contains(username, "/") {
 		return username
 	}
-	parts := strings.SplitN(username, "/", 3)
+	parts := strings.SplitN(username, "/", 4)
+	if len(parts) == 4 && parts[2] != "" && !strings.HasPrefix(parts[2], "?") {
+		return pipeline.ModuleEntity(parts[1], parts[2])
+	}
 	return parts[1]
 }
 
@@ -110,6 +120,9 @@ func (a *Auth) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	}
 	if deviceID == "" || cl.ID != deviceID {
 		return fail("client_id")
+	}
+	if chain := peerCertificates(cl.Net.Conn); len(chain) > 0 && len(pk.Connect.Password) == 0 {
+		return a.authenticateCertificate(cl, deviceID, chain, fail)
 	}
 	tok, err := sas.Parse(string(pk.Connect.Password))
 	if err != nil {
@@ -134,6 +147,9 @@ func (a *Auth) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 		}
 		return fail("unknown_device")
 	}
+	if rec.Identity.AuthType() != pipeline.AuthSAS {
+		return fail(failAuthType) // an X.509 device has no SAS credentials
+	}
 	keys := []string{rec.Identity.PrimaryKey, rec.Identity.SecondaryKey}
 	if tok.KeyName != "" {
 		keys = nil
@@ -151,6 +167,16 @@ func (a *Auth) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	}
 	if rec.Twin.Status != "enabled" {
 		return fail("disabled")
+	}
+	if device, module := pipeline.SplitEntity(deviceID); module != "" {
+		// A module connects only while its device exists and is enabled.
+		parent, err := a.records.Get(ctx, device)
+		if err != nil {
+			return fail("unknown_device")
+		}
+		if parent.Twin.Status != "enabled" {
+			return fail("disabled")
+		}
 	}
 	return true
 }

@@ -49,11 +49,15 @@ const (
 // authenticating a connection and starting its session.
 const recentNotice = 10 * time.Second
 
-// session is an open device connection and the token it connected with.
+// session is an open device connection and the token or certificate it
+// connected with.
 type session struct {
 	cl    *mqtt.Client
-	token *sas.Token
-	// expiry ends the session when the token expires.
+	token *sas.Token // nil for a certificate session
+	cert  *certAuth  // nil for a SAS session
+	// until is when the credentials expire.
+	until time.Time
+	// expiry ends the session when the credentials expire.
 	expiry *time.Timer
 }
 
@@ -73,10 +77,10 @@ func newSessions(reg prometheus.Registerer) *sessions {
 	s := &sessions{byDevice: make(map[string]map[*mqtt.Client]*session), notices: make(map[string]time.Time),
 		revoked: promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
 			Namespace: "twinhub", Subsystem: "mqtt", Name: "sessions_revoked_total",
-			Help: "Device sessions the hub ended because their credentials stopped being valid, by reason (expired, disabled, deleted, key_changed).",
+			Help: "Device sessions the hub ended because their credentials stopped being valid, by reason (expired, disabled, deleted, key_changed, certificate_changed).",
 		}, []string{"reason"}),
 	}
-	for _, r := range []string{revokedExpired, revokedDisabled, revokedDeleted, revokedKeyChanged} {
+	for _, r := range []string{revokedExpired, revokedDisabled, revokedDeleted, revokedKeyChanged, revokedCertificate} {
 		s.revoked.WithLabelValues(r)
 	}
 	return s
@@ -87,16 +91,23 @@ func (a *Auth) track(cl *mqtt.Client, pk packets.Packet) {
 	if cl.Net.Inline {
 		return
 	}
-	tok, err := sas.Parse(string(pk.Connect.Password))
-	if err != nil {
-		// Only a session another hook let in has no token: nothing to revoke.
-		a.log.Error("a device session started without a SAS token; it cannot be revoked", "device", cl.ID, "remote", cl.Net.Remote)
-		return
+	var s *session
+	if len(pk.Connect.Password) == 0 {
+		if s = a.trackCertificate(cl); s == nil {
+			return
+		}
+	} else {
+		tok, err := sas.Parse(string(pk.Connect.Password))
+		if err != nil {
+			// Only a session another hook let in has no token: nothing to revoke.
+			a.log.Error("a device session started without a SAS token; it cannot be revoked", "device", cl.ID, "remote", cl.Net.Remote)
+			return
+		}
+		s = &session{cl: cl, token: tok, until: tok.Expiry}
 	}
-	s := &session{cl: cl, token: tok}
 	a.sessions.mu.Lock()
 	// Runs once, at expiry, unless the session ended first (untrack stops it).
-	s.expiry = time.AfterFunc(time.Until(tok.Expiry), func() { a.revoke(cl, revokedExpired) })
+	s.expiry = time.AfterFunc(time.Until(s.until), func() { a.revoke(cl, revokedExpired) })
 	m := a.sessions.byDevice[cl.ID]
 	if m == nil {
 		m = make(map[*mqtt.Client]*session, 1)
@@ -220,6 +231,16 @@ func (a *Auth) check(ctx context.Context, deviceID string, open []*session) {
 	}
 	now := time.Now()
 	for _, s := range open {
+		if s.cert != nil {
+			if reason := a.recheckCertificate(ctx, s, rec, now); reason != "" {
+				a.revoke(s.cl, reason)
+			}
+			continue
+		}
+		if rec.Identity.AuthType() != pipeline.AuthSAS {
+			a.revoke(s.cl, revokedKeyChanged) // the device became an X.509 device
+			continue
+		}
 		if s.token.KeyName != "" {
 			continue // signed with a policy key, which a device update does not change
 		}

@@ -301,7 +301,7 @@ func (ps *Policies) Authenticate(token string, now time.Time) (*Policy, error) {
 
 // ConnectionString is an IoT Hub connection string's fields.
 type ConnectionString struct {
-	HostName, DeviceID, SharedAccessKeyName, SharedAccessKey, GatewayHostName string
+	HostName, DeviceID, ModuleID, SharedAccessKeyName, SharedAccessKey, GatewayHostName string
 }
 
 // String renders the connection string in IoT Hub's format.
@@ -309,6 +309,9 @@ func (c ConnectionString) String() string {
 	parts := []string{"HostName=" + c.HostName}
 	if c.DeviceID != "" {
 		parts = append(parts, "DeviceId="+c.DeviceID)
+	}
+	if c.ModuleID != "" {
+		parts = append(parts, "ModuleId="+c.ModuleID)
 	}
 	if c.SharedAccessKeyName != "" {
 		parts = append(parts, "SharedAccessKeyName="+c.SharedAccessKeyName)
@@ -336,6 +339,8 @@ func ParseConnectionString(s string) (ConnectionString, error) {
 			c.HostName = v
 		case "DeviceId":
 			c.DeviceID = v
+		case "ModuleId":
+			c.ModuleID = v
 		case "SharedAccessKeyName":
 			c.SharedAccessKeyName = v
 		case "SharedAccessKey":
@@ -352,6 +357,9 @@ func ParseConnectionString(s string) (ConnectionString, error) {
 
 // Token returns a SAS token for the connection string, valid for ttl.
 func (c ConnectionString) Token(ttl time.Duration) (string, error) {
+	if c.DeviceID != "" && c.ModuleID != "" {
+		return New(DeviceResource(c.HostName, c.DeviceID+"/modules/"+c.ModuleID), c.SharedAccessKey, c.SharedAccessKeyName, time.Now().Add(ttl))
+	}
 	if c.DeviceID != "" {
 		return New(DeviceResource(c.HostName, c.DeviceID), c.SharedAccessKey, c.SharedAccessKeyName, time.Now().Add(ttl))
 	}

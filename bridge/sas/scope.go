@@ -44,7 +44,15 @@ func HubNames(extra ...string) []string {
 
 // DeviceScope is the resource of every request about one device: its
 // registry entry, its twin and its MQTT connection ({host}/devices/{id}).
-func DeviceScope(deviceID string) []string { return []string{"devices", deviceID} }
+// For a module's entity ID "{id}/{moduleId}" it is the module's,
+// {host}/devices/{id}/modules/{moduleId}, which a token for its device
+// covers too.
+func DeviceScope(deviceID string) []string {
+	if device, module, ok := strings.Cut(deviceID, "/"); ok {
+		return []string{"devices", device, "modules", module}
+	}
+	return []string{"devices", deviceID}
+}
 
 // CheckScope checks a token's sr as it appears in the token (URL-encoded)
 // against a hub's names and a request's resource (nil for the whole hub,

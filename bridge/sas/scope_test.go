@@ -58,8 +58,11 @@ func TestCheckScope(t *testing.T) {
 		{"device token, hub-wide request", enc("localhost/devices/sec-A"), hub, ErrResource},
 		{"devices collection, hub-wide request", enc("localhost/devices"), hub, ErrResource},
 		{"device id compared case-sensitively", enc("localhost/devices/SEC-A"), devA, ErrResource},
-		{"device id with a slash is one segment", enc("localhost/devices/sec-A"), DeviceScope("sec-A/x"), ErrResource},
-		{"module token", enc("localhost/devices/sec-A/modules/m1"), devA, ErrResource},
+		{"a device's token covers its modules", enc("localhost/devices/sec-A"), DeviceScope("sec-A/x"), nil},
+		{"module scope", enc("localhost/devices/sec-A/modules/x"), DeviceScope("sec-A/x"), nil},
+		{"module token, device", enc("localhost/devices/sec-A/modules/m1"), devA, ErrResource},
+		{"module token, another module", enc("localhost/devices/sec-A/modules/m1"), DeviceScope("sec-A/m2"), ErrResource},
+		{"module token, another device's module", enc("localhost/devices/sec-B/modules/x"), DeviceScope("sec-A/x"), ErrResource},
 		{"another collection", enc("localhost/twins/sec-A"), devA, ErrResource},
 		{"empty segment", enc("localhost//devices/sec-A"), devA, ErrResource},
 		// Audience: sr must name this hub.
@@ -110,8 +113,9 @@ func TestTokenForDevice(t *testing.T) {
 
 // FuzzCheckScope: for any sr and device IDs, CheckScope never panics, a
 // token covers something only if its sr (decoded) starts with a hub name,
-// and a token that covers two different devices covers the whole devices
-// collection (no sr covers exactly some devices but not all).
+// and a token that covers two different devices (or modules of two
+// different devices) covers the whole devices collection (no sr covers
+// exactly some devices but not all).
 func FuzzCheckScope(f *testing.F) {
 	f.Add("localhost%2Fdevices%2Fd", "d", "d2")
 	f.Add("LOCALHOST:8883/devices", "a", "b")
@@ -128,7 +132,9 @@ func FuzzCheckScope(f *testing.F) {
 				t.Fatalf("sr %q (%q) covers device %q of a hub it does not name", sr, decoded, a)
 			}
 		}
-		if errA == nil && errB == nil && a != b && CheckScope(sr, names, []string{"devices"}) != nil {
+		deviceA, _, _ := strings.Cut(a, "/")
+		deviceB, _, _ := strings.Cut(b, "/")
+		if errA == nil && errB == nil && deviceA != deviceB && CheckScope(sr, names, []string{"devices"}) != nil {
 			t.Fatalf("sr %q covers devices %q and %q but not the devices collection", sr, a, b)
 		}
 	})

@@ -89,14 +89,15 @@ func requireAzureSDK(t *testing.T) {
 }
 
 // azureHub is a `twinhub run` that the Azure SDKs can reach: HTTPS on
-// 127.0.0.1:443, MQTTS on a random port that stays the same across restarts.
+// 127.0.0.1:443, MQTTS on a random port that stays the same across restarts
+// (extra flags, such as another --mqtts-addr, go to twinhub run).
 type azureHub struct {
 	*proc
 	mqttsPort string
 	ca        string // the local CA, for NODE_EXTRA_CA_CERTS
 }
 
-func startAzureHub(t *testing.T) *azureHub {
+func startAzureHub(t *testing.T, extra ...string) *azureHub {
 	t.Helper()
 	requireAzureSDK(t)
 	port443.Lock()
@@ -106,7 +107,7 @@ func startAzureHub(t *testing.T) *azureHub {
 		sdkUnavailable(t, "cannot listen on 127.0.0.1:443 (%v): the Azure service SDK only speaks port 443: free the port, and run the tests as root or with CAP_NET_BIND_SERVICE", err)
 	}
 	ln.Close()
-	p := startTwinhub(t, "", "--https-addr", "127.0.0.1:443")
+	p := startTwinhub(t, "", append([]string{"--https-addr", "127.0.0.1:443"}, extra...)...)
 	h := &azureHub{proc: p, ca: filepath.Join(p.dataDir, "tls", "ca.pem")}
 	_, h.mqttsPort, _ = strings.Cut(regexpFind(t, p.logs.String(), `tls_addr=(\S+)`), ":")
 	return h

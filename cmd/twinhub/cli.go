@@ -150,18 +150,27 @@ func clientCommand(use, short string, args cobra.PositionalArgs, declare func(fs
 
 // deviceConnectionString returns the connection string of deviceID, built
 // from its primary key as the registry reports it.
-func (c *apiClient) deviceConnectionString(ctx context.Context, deviceID, hostName string) (sas.ConnectionString, error) {
-	b, err := c.call(ctx, http.MethodGet, "/devices/"+url.PathEscape(deviceID), nil, nil)
+func (c *apiClient) deviceConnectionString(ctx context.Context, deviceID, moduleID, hostName string) (sas.ConnectionString, error) {
+	path := "/devices/" + url.PathEscape(deviceID)
+	if moduleID != "" {
+		path += "/modules/" + url.PathEscape(moduleID)
+	}
+	b, err := c.call(ctx, http.MethodGet, path, nil, nil)
 	if err != nil {
 		return sas.ConnectionString{}, err
 	}
 	var d struct {
 		Authentication struct {
 			SymmetricKey struct{ PrimaryKey string }
+			Type         string
 		}
 	}
 	if err := json.Unmarshal(b, &d); err != nil {
 		return sas.ConnectionString{}, err
 	}
-	return sas.ConnectionString{HostName: hostName, DeviceID: deviceID, SharedAccessKey: d.Authentication.SymmetricKey.PrimaryKey}, nil
+	if t := d.Authentication.Type; t != "" && t != "sas" {
+		return sas.ConnectionString{}, fmt.Errorf("device %s authenticates with an X.509 certificate (%s) and has no keys: it connects over TLS "+
+			"with its certificate and no password; the Azure device SDK takes HostName=%s;DeviceId=%s;x509=true", deviceID, t, hostName, deviceID)
+	}
+	return sas.ConnectionString{HostName: hostName, DeviceID: deviceID, ModuleID: moduleID, SharedAccessKey: d.Authentication.SymmetricKey.PrimaryKey}, nil
 }

@@ -242,7 +242,7 @@ func (d *demo) connect(ctx context.Context, id string) error {
 	opts := d.opts
 	opts.Username = id
 	if d.api.cred.SharedAccessKey != "" {
-		cs, err := d.api.deviceConnectionString(ctx, id, sas.LocalHost)
+		cs, err := d.api.deviceConnectionString(ctx, id, "", sas.LocalHost)
 		if err != nil {
 			return fmt.Errorf("getting %s's key: %w", id, err)
 		}

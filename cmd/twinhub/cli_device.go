@@ -25,12 +25,33 @@ func newDeviceCommand() *cobra.Command {
 		clientCommand("create <device-id>", "register a device (the hub generates its keys)", exactArgs("device-id"),
 			func(fs *envFlags) func(context.Context, *apiClient, []string) error {
 				status := fs.String("status", "", "initial status, enabled or disabled (default enabled)")
+				authMethod := fs.String("auth-method", "sas", "sas (keys), x509_thumbprint (a self-signed certificate, with --primary-thumbprint) "+
+					"or x509_ca (a certificate from a verified CA whose CN is the device ID)")
+				primary := fs.String("primary-thumbprint", "", "x509_thumbprint: SHA-1 (or SHA-256) hex thumbprint of the device's certificate")
+				secondary := fs.String("secondary-thumbprint", "", "x509_thumbprint: a second certificate's thumbprint")
 				output := outputFlag(fs, outputJSON)
 				return func(ctx context.Context, api *apiClient, args []string) error {
 					if err := checkOutput(*output); err != nil {
 						return err
 					}
-					body, _ := json.Marshal(map[string]any{"deviceId": args[0], "status": *status})
+					doc := map[string]any{"deviceId": args[0], "status": *status}
+					if *authMethod != "x509_thumbprint" && (*primary != "" || *secondary != "") {
+						return usageError{errors.New("--primary-thumbprint and --secondary-thumbprint go with --auth-method x509_thumbprint")}
+					}
+					switch *authMethod {
+					case "sas":
+					case "x509_thumbprint":
+						if *primary == "" {
+							return usageError{errors.New("--auth-method x509_thumbprint needs --primary-thumbprint, the SHA-1 (or SHA-256) hex thumbprint of the device's certificate")}
+						}
+						doc["authentication"] = map[string]any{"type": "selfSigned",
+							"x509Thumbprint": map[string]any{"primaryThumbprint": *primary, "secondaryThumbprint": *secondary}}
+					case "x509_ca":
+						doc["authentication"] = map[string]any{"type": "certificateAuthority"}
+					default:
+						return usageError{fmt.Errorf("--auth-method %q: want sas, x509_thumbprint or x509_ca", *authMethod)}
+					}
+					body, _ := json.Marshal(doc)
 					out, err := api.call(ctx, http.MethodPut, "/devices/"+url.PathEscape(args[0]), body, nil)
 					if err != nil {
 						return err
@@ -147,7 +168,8 @@ func newDeviceUpdateCommand() *cobra.Command {
 					if *rotate != "primary" {
 						keys["secondaryKey"] = newDeviceKey()
 					}
-					body["authentication"] = map[string]any{"type": "sas", "symmetricKey": keys}
+					// No type: an X.509 device is refused (it has no keys) rather than turned into a SAS device.
+					body["authentication"] = map[string]any{"symmetricKey": keys}
 				default:
 					return usageError{fmt.Errorf("--rotate-key %q: want primary, secondary or both", *rotate)}
 				}

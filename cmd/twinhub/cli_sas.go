@@ -23,6 +23,7 @@ func newConnectionStringCommand() *cobra.Command {
 	cf := addClientFlags(fs)
 	policy := fs.String("policy", sas.OwnerPolicy, "shared access policy: iothubowner, service, device, registryRead or registryReadWrite")
 	device := fs.String("device", "", "print the device's connection string instead")
+	module := fs.String("module", "", "with --device: print the connection string of this module of the device")
 	hostname := fs.String("hostname", sas.LocalHost, "HostName in the connection string (the name clients connect to): localhost or one of the hub's names; "+
 		"of a comma-separated list, as `twinhub run --hostname` takes, the first")
 	gateway := fs.String("gateway", "", "device: GatewayHostName, e.g. localhost:8883, to point unchanged Azure device SDKs at another port")
@@ -32,12 +33,15 @@ func newConnectionStringCommand() *cobra.Command {
 		}
 		first, _, _ := strings.Cut(*hostname, ",")
 		host := cmp.Or(strings.TrimSpace(first), sas.LocalHost)
+		if *module != "" && *device == "" {
+			return usageError{errors.New("--module needs --device: a module belongs to a device")}
+		}
 		if *device != "" {
 			api, err := cf.client()
 			if err != nil {
 				return err
 			}
-			cs, err := api.deviceConnectionString(cmd.Context(), *device, host)
+			cs, err := api.deviceConnectionString(cmd.Context(), *device, *module, host)
 			if err != nil {
 				return err
 			}
@@ -82,6 +86,7 @@ header; devices send a device's token as their MQTT password.`,
 	cf := addClientFlags(fs)
 	policy := fs.String("policy", sas.OwnerPolicy, "shared access policy: iothubowner, service, device, registryRead or registryReadWrite")
 	device := fs.String("device", "", "a token for this device instead (its primary key)")
+	module := fs.String("module", "", "with --device: a token for this module of the device (its primary key)")
 	ttl := fs.Duration("ttl", time.Hour, "how long the token is valid")
 	hostname := fs.String("hostname", sas.LocalHost, "host name the token names: localhost or one of the hub's --hostname names")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
@@ -94,13 +99,16 @@ header; devices send a device's token as their MQTT password.`,
 		if *device != "" && fs.Changed("policy") {
 			return usageError{errors.New("--policy and --device exclude each other: a token is signed by one key")}
 		}
+		if *module != "" && *device == "" {
+			return usageError{errors.New("--module needs --device: a module belongs to a device")}
+		}
 		cs := sas.ConnectionString{HostName: cmp.Or(strings.TrimSpace(*hostname), sas.LocalHost)}
 		if *device != "" {
 			api, err := cf.client()
 			if err != nil {
 				return err
 			}
-			if cs, err = api.deviceConnectionString(cmd.Context(), *device, cs.HostName); err != nil {
+			if cs, err = api.deviceConnectionString(cmd.Context(), *device, *module, cs.HostName); err != nil {
 				return err
 			}
 		} else {

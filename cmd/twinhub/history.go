@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -60,6 +61,8 @@ type historyParts struct {
 	reader httpapi.History
 	sink   *chsink.Sink
 	close  func()
+	// probe pings ClickHouse for /readyz.
+	probe *clickhouseProbe
 }
 
 // startHistory connects twinhub to ClickHouse (starting a local server if
@@ -119,6 +122,7 @@ func startHistory(ctx context.Context, c historyConfig, dataDir string, js jetst
 		stopServer()
 	}
 	parts.reader = history.New(history.Config{}, conn, js)
+	parts.probe = &clickhouseProbe{addr: strings.Join(opts.Addr, ","), ping: conn.Ping}
 	if c.sink {
 		if parts.sink, err = chsink.New(chsink.Config{BatchEvents: c.batch, Logger: log}, opts, js, reg); err != nil {
 			parts.close()

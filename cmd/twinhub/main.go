@@ -14,8 +14,6 @@ import (
 	"github.com/spf13/cobra"
 )
 
-var version = "dev"
-
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -44,7 +42,7 @@ their requests with the iothubowner policy in the hub's data directory
 variables: 'twinhub run' reads TWINHUB_<FLAG> for each of its flags
 (--http-addr is TWINHUB_HTTP_ADDR); the clients read TWINHUB_SERVER,
 TWINHUB_DATA_DIR, TWINHUB_CONNECTION_STRING and TWINHUB_MQTT.`,
-		Version:       version,
+		Version:       readBuildIdentity().String(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Args:          noArgs,
@@ -54,12 +52,7 @@ TWINHUB_DATA_DIR, TWINHUB_CONNECTION_STRING and TWINHUB_MQTT.`,
 	root.SetFlagErrorFunc(flagError)
 	root.AddCommand(newRunCommand(), newDeviceCommand(), newTwinCommand(), newQueryCommand(), newDeviceSimCommand(),
 		newBenchCommand(), newConnectionStringCommand(), newSASTokenCommand(), newNATSCredentialsCommand(), newDemoCommand(),
-		&cobra.Command{
-			Use:   "version",
-			Short: "print twinhub's version",
-			Args:  noArgs,
-			Run:   func(*cobra.Command, []string) { fmt.Println("twinhub", version) },
-		})
+		newVersionCommand(), newHealthcheckCommand())
 	return root
 }
 

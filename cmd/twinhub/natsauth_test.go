@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -385,6 +386,14 @@ func TestExternalNATSWithUsers(t *testing.T) {
 	defer dev.Close()
 	if _, err := dev.Report(ctx, []byte(`{"fw":"1.0"}`)); err != nil {
 		t.Fatalf("reported patch: %v", err)
+	}
+	// CA certificates live in the hub bucket too (read, watched, listed).
+	caPEM := newCert(t, certSpec{cn: "ext CA", ca: true}, nil).pem()
+	if r := p.call(t, "PUT", "/certificates/ext", `{"properties":{"certificate":`+strconv.Quote(caPEM)+`}}`); r.Status != 200 {
+		t.Fatalf("PUT /certificates/ext: %d %s", r.Status, r.Body)
+	}
+	if r := p.call(t, "GET", "/certificates", ""); r.Status != 200 || !strings.Contains(string(r.Body), `"name":"ext"`) {
+		t.Fatalf("GET /certificates: %d %s", r.Status, r.Body)
 	}
 	if strings.Contains(p.logs.String(), hubPW) {
 		t.Error("the log contains the NATS password")

@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -11,8 +14,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"github.com/twinhub/twinhub/bridge/httpapi"
+	"github.com/twinhub/twinhub/bridge/mqttbridge"
 	"github.com/twinhub/twinhub/deploy/embedded"
 	"github.com/twinhub/twinhub/pipeline"
+	"github.com/twinhub/twinhub/pipeline/topology"
 )
 
 // reportLostData finds the data JetStream dropped as damaged when it
@@ -36,6 +41,10 @@ func reportLostData(ctx context.Context, js jetstream.JetStream, log *slog.Logge
 		Namespace: "twinhub", Subsystem: "jetstream", Name: "lost_messages",
 		Help: "Messages found lost from the stream at this start (dropped as damaged, or missing from the end of the event stream).",
 	}, []string{"stream"})
+	for _, stream := range []string{topology.CommandStream, topology.EventStream} {
+		lostBytes.WithLabelValues(stream) // 0 until a loss, so alerts and dashboards see the series
+		lostMessages.WithLabelValues(stream)
+	}
 	lost, err := pipeline.FindLostData(ctx, js)
 	if err != nil {
 		log.Error("could not check the streams for data lost at start", "err", err)
@@ -55,34 +64,110 @@ func reportLostData(ctx context.Context, js jetstream.JetStream, log *slog.Logge
 	return conds
 }
 
-// readiness serves /readyz: not ready while the hub starts or stops, while
-// it is not connected to NATS, and while JetStream cannot store writes;
-// data lost at start is reported as a warning (see reportLostData).
-func readiness(started func() bool, nc *nats.Conn, store *embedded.StoreWatcher, lost []httpapi.Condition) http.HandlerFunc {
-	return httpapi.Readyz(
-		func() []httpapi.Condition {
-			if !started() {
-				return []httpapi.Condition{{Component: "twinhub", Message: "starting or stopping", Blocking: true}}
+// readinessParts are the components /readyz reports on; nil ones are
+// not part of this hub (no embedded NATS store, no broker of either kind,
+// history off).
+type readinessParts struct {
+	started    func() bool
+	nc         *nats.Conn
+	store      *embedded.StoreWatcher
+	lost       []httpapi.Condition
+	queries    *queryService
+	broker     *embedded.Broker
+	bridge     *mqttbridge.Bridge
+	clickhouse *clickhouseProbe
+}
+
+// readiness serves /readyz. The hub is not ready (503) while it starts or
+// stops, while it is not connected to NATS, while JetStream cannot store
+// writes and while the projection is not loaded; ClickHouse or the
+// external broker being down degrades it (200: writes go on, the history
+// catches up later), and data lost at start is a warning (see
+// reportLostData).
+func readiness(p readinessParts) http.HandlerFunc {
+	jetstreamOK := "stores writes"
+	if p.store == nil {
+		jetstreamOK = "external NATS (--nats-url); its own monitoring tells whether it stores writes"
+	}
+	comps := []httpapi.Component{
+		{Name: "twinhub", OK: "started", Check: func() []httpapi.Condition {
+			if !p.started() {
+				return []httpapi.Condition{{Message: "starting or stopping", Blocking: true}}
 			}
 			return nil
-		},
-		func() []httpapi.Condition {
-			if !nc.IsConnected() {
-				return []httpapi.Condition{{Component: "nats", Message: "not connected to NATS (" + nc.Status().String() + "); twinhub reconnects by itself", Blocking: true}}
+		}},
+		{Name: "nats", OK: "connected to " + p.nc.ConnectedUrlRedacted(), Check: func() []httpapi.Condition {
+			if !p.nc.IsConnected() {
+				return []httpapi.Condition{{Message: "not connected to NATS (" + p.nc.Status().String() + "); twinhub reconnects by itself", Blocking: true}}
 			}
 			return nil
-		},
-		func() []httpapi.Condition {
-			if store == nil {
-				return nil
-			}
+		}},
+		{Name: "jetstream", OK: jetstreamOK, Check: func() []httpapi.Condition {
 			var conds []httpapi.Condition
-			for _, p := range store.Problems() {
-				conds = append(conds, httpapi.Condition{Component: "jetstream", Message: p +
-					"; JetStream cannot store writes: free space on the data directory's file system, twinhub recovers by itself", Blocking: true})
+			if p.store != nil {
+				for _, problem := range p.store.Problems() {
+					conds = append(conds, httpapi.Condition{Message: problem +
+						"; JetStream cannot store writes: free space on the data directory's file system, twinhub recovers by itself", Blocking: true})
+				}
 			}
-			return conds
-		},
-		func() []httpapi.Condition { return lost },
-	)
+			return append(conds, p.lost...)
+		}},
+		{Name: "projection", OK: "loaded", Check: func() []httpapi.Condition {
+			select {
+			case <-p.queries.proj.Loaded():
+			default:
+				return []httpapi.Condition{{Message: "loading the twins for queries", Blocking: true}}
+			}
+			if !p.queries.nc.IsConnected() {
+				return []httpapi.Condition{{Message: "not connected to NATS; queries answer from the twins loaded so far until it reconnects", Down: true}}
+			}
+			return nil
+		}},
+	}
+	switch {
+	case p.broker != nil:
+		comps = append(comps, httpapi.Component{Name: "broker", OK: "embedded, listening on " + p.broker.Addr(),
+			Check: func() []httpapi.Condition { return nil }})
+	case p.bridge != nil:
+		comps = append(comps, httpapi.Component{Name: "broker", OK: "bridge connected to the external broker", Check: func() []httpapi.Condition {
+			if !p.bridge.Connected() {
+				return []httpapi.Condition{{Message: "the bridge is not connected to the external MQTT broker (--mqtt-url); devices get no answers " +
+					"until it is back, twinhub reconnects by itself", Down: true}}
+			}
+			return nil
+		}})
+	}
+	if p.clickhouse != nil {
+		comps = append(comps, httpapi.Component{Name: "clickhouse", OK: "reachable at " + p.clickhouse.addr, Check: p.clickhouse.check})
+	}
+	return httpapi.Readyz(comps...)
+}
+
+// clickhouseProbe pings ClickHouse for /readyz, at most once a second
+// however often the probe asks, and for two seconds at most.
+type clickhouseProbe struct {
+	addr string
+	ping func(context.Context) error
+
+	mu     sync.Mutex
+	at     time.Time
+	result []httpapi.Condition
+}
+
+func (c *clickhouseProbe) check() []httpapi.Condition {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if time.Since(c.at) < time.Second {
+		return c.result
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	c.result = nil
+	if err := c.ping(ctx); err != nil {
+		c.result = []httpapi.Condition{{Message: fmt.Sprintf("ClickHouse at %s does not answer (%v): history reads answer 503 and "+
+			"the history falls behind; writes go on, and the sink catches up once ClickHouse is back. Start ClickHouse, "+
+			"or check --clickhouse-url", c.addr, err), Down: true}}
+	}
+	c.at = time.Now()
+	return c.result
 }

@@ -2,21 +2,16 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"time"
 
-	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -58,6 +53,8 @@ type runConfig struct {
 	history      historyConfig
 	// deviceInFlight bounds one device's MQTT twin requests in flight.
 	deviceInFlight int
+	// jobRate bounds the devices a twin-update job patches per second.
+	jobRate int
 
 	// JetStream replication of every stream and bucket (--replicas).
 	replicas             int
@@ -68,6 +65,9 @@ func (c runConfig) validate() error {
 	var errs []error
 	if c.httpRead <= 0 {
 		errs = append(errs, fmt.Errorf("--http-read-timeout %s: must be positive", c.httpRead))
+	}
+	if c.jobRate < 1 {
+		errs = append(errs, fmt.Errorf("--job-rate %d: must be at least 1 device per second", c.jobRate))
 	}
 	for _, h := range c.hostnames {
 		if strings.ContainsAny(h, "/?#@ ") || (strings.Contains(h, ":") && net.ParseIP(h) == nil) {
@@ -169,6 +169,7 @@ func runFlags(fs *envFlags) func() (runConfig, error) {
 	hostnames := fs.String("hostname", "", "comma-separated host names the hub also answers to: SAS tokens may name them, and the local CA's certificate covers them (localhost always)")
 	httpRead := fs.Duration("http-read-timeout", 30*time.Second, "time a client has to send a whole HTTP request, body included")
 	auth := fs.Bool("auth", true, "require SAS tokens from devices and back ends (false: anyone on the listeners may do anything)")
+	jobRate := fs.Int("job-rate", 1000, "devices a twin-update job (PUT /jobs/v2/{id}) patches per second at most, so that a job over a large fleet leaves room for device traffic")
 	deviceInFlight := fs.Int("mqtt-device-max-in-flight", 16, "twin requests one device may have in flight over MQTT; beyond it that device gets 429 (ThrottlingException) and other devices are unaffected")
 	pprofOn := fs.Bool("pprof", false, "serve Go profiles at /debug/pprof/ on the HTTP listener, unauthenticated (keep it on loopback)")
 	history := historyFlags(fs)
@@ -183,6 +184,7 @@ func runFlags(fs *envFlags) func() (runConfig, error) {
 			syncInterval: *syncInterval, eventMaxAge: *eventMaxAge, logLevel: *logLevel, httpRead: *httpRead,
 			mqttsAddr: *mqttsAddr, httpsAddr: *httpsAddr, tlsCert: *tlsCert, tlsKey: *tlsKey, auth: *auth, pprof: *pprofOn, history: history()}
 		c.deviceInFlight = *deviceInFlight
+		c.jobRate = *jobRate
 		c.nats = natsClient()
 		for _, h := range strings.Split(*hostnames, ",") {
 			if h = strings.TrimSpace(h); h != "" {
@@ -197,66 +199,31 @@ func runFlags(fs *envFlags) func() (runConfig, error) {
 func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	registerBuildInfo(reg)
 	topo := topology.Config{Partitions: c.partitions, EventMaxAge: c.eventMaxAge, Replicas: c.replicas,
 		AllowReplicaDecrease: c.allowReplicaDecrease, Logger: log}
 	if err := topo.Validate(); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(c.dataDir, 0o700); err != nil {
-		return fmt.Errorf("creating data directory: %w", err)
-	}
-	dirLock, err := embedded.LockDataDir(c.dataDir)
+	dirLock, err := claimDataDir(c)
 	if err != nil {
 		return err
 	}
 	defer dirLock.Close()
-	if err := checkPorts(c); err != nil {
-		return err
-	}
 
-	// NATS: embedded unless --nats-url. Replies to twinhub go to a private
-	// inbox prefix (see topology.InternalInboxPrefix).
-	inbox, errs := nats.CustomInboxPrefix(topology.InternalInboxPrefix), nats.ErrorHandler(natsErrorLogger(log))
-	connect := func(name string) (*nats.Conn, error) {
-		return nats.Connect(c.natsURL, append(c.nats.options(), inbox, errs, nats.Name(name), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true))...)
-	}
-	var ns *embedded.NATS
-	if c.natsURL == "" {
-		internal, users, passwords, created, err := embeddedNATSUsers(c.dataDir)
-		if err != nil {
-			return err
-		}
-		ns, err = embedded.StartNATS(embedded.NATSConfig{
-			Addr: c.natsAddr, StoreDir: filepath.Join(c.dataDir, "jetstream"),
-			SyncAlways: c.syncAlways, SyncInterval: c.syncInterval, Internal: internal, Users: users, Logger: log,
-		})
-		if err != nil {
-			return err
-		}
-		defer ns.Shutdown()
-		connect = func(name string) (*nats.Conn, error) { return ns.Connect(name, inbox, errs) }
-		log.Info("embedded NATS with JetStream started", "url", ns.ClientURL(), "store", filepath.Join(c.dataDir, "jetstream"), "sync_always", c.syncAlways)
-		log.Info("embedded NATS requires a user and password; `twinhub nats-credentials` prints the read-only events user's",
-			"passwords", passwords.Path(), "new", created)
-	}
-	nc, err := connect("twinhub")
-	if err != nil {
-		return fmt.Errorf("connecting to NATS: %w", err)
-	}
-	defer nc.Close()
-	subConn, err := connect("twinhub-processor")
-	if err != nil {
-		return fmt.Errorf("connecting to NATS: %w", err)
-	}
-	js, err := jetstream.New(nc)
+	ns, connect, err := startNATS(c, log)
 	if err != nil {
 		return err
 	}
-	// A cluster still electing its leaders is waited for, and logged, this long.
-	ensureCtx, cancelEnsure := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancelEnsure()
-	if err := topology.Ensure(ensureCtx, js, topo); err != nil {
-		return fmt.Errorf("provisioning JetStream: %w%s", err, natsRefusal(nc))
+	if ns != nil {
+		defer ns.Shutdown()
+	}
+	nc, subConn, js, err := provisionJetStream(ctx, connect, topo)
+	if nc != nil {
+		defer nc.Close()
+	}
+	if err != nil {
+		return err
 	}
 	setupCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -279,32 +246,17 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 		return err
 	}
 	defer queries.close() // after the projection stopped (g.Wait below)
+	jobStore, jobRunner, err := startJobs(setupCtx, js, client, store, queries, c.jobRate, log, reg)
+	if err != nil {
+		return err
+	}
 
-	// Security: shared access policies, and TLS for MQTTS and HTTPS.
-	var policies *sas.Policies
-	if c.auth {
-		if policies, err = openPolicies(setupCtx, js, c.dataDir, log); err != nil {
-			return err
-		}
-	} else {
-		log.Warn("authentication is OFF (--auth=false): anyone who reaches the listeners can read and change every twin")
+	// Security: shared access policies, CA certificates, and TLS for MQTTS and HTTPS.
+	sec, err := openSecurity(setupCtx, c, js, log, reg)
+	if err != nil {
+		return err
 	}
-	var tlsConfig *tls.Config
-	if c.mqttsAddr != "" || c.httpsAddr != "" {
-		certFile, keyFile := c.tlsCert, c.tlsKey
-		if certFile == "" {
-			files, err := embedded.LocalTLS(c.dataDir, c.hostnames)
-			if err != nil {
-				return err
-			}
-			certFile, keyFile = files.Cert, files.Key
-			log.Info("TLS certificate issued by twinhub's local CA; clients must trust the CA (e.g. NODE_EXTRA_CA_CERTS)",
-				"ca", files.CA, "names", strings.Join(files.Names, ","), "new", files.Generated)
-		}
-		if tlsConfig, err = embedded.ServerConfig(certFile, keyFile); err != nil {
-			return err
-		}
-	}
+	policies, certStore, tlsConfig := sec.policies, sec.certs, sec.tls
 
 	// MQTT: embedded broker with the twin hook unless --mqtt-url.
 	svcCfg := mqttbridge.ServiceConfig{MaxInFlightPerDevice: c.deviceInFlight, Logger: log}
@@ -313,39 +265,11 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 	}
 	svc := mqttbridge.NewService(svcCfg, client, reg)
 	defer svc.Close()
-	var broker *embedded.Broker
-	var bridge *mqttbridge.Bridge
-	var auth *mqttbridge.Auth
-	if c.mqttURL == "" {
-		bcfg := embedded.BrokerConfig{Addr: c.mqttAddr, TLSAddr: c.mqttsAddr, TLS: tlsConfig, AllowAnonymous: !c.auth, Logger: log,
-			WebSocket: c.httpsAddr != ""} // MQTT over WebSockets shares the HTTPS port, as on IoT Hub
-		// The isolation hook (topic ACL, Wills, retain) belongs to the
-		// broker, so it holds on every listener, present and future.
-		hooks := []mqtt.Hook{mqttbridge.NewIsolation(log, reg), mqttbridge.NewHook(svc)}
-		if c.auth {
-			auth = mqttbridge.NewAuth(store, client, policies, log, reg)
-			auth.SetHubNames(sas.HubNames(c.hostnames...))
-			hooks = append([]mqtt.Hook{auth}, hooks...)
-		}
-		broker, err = embedded.StartBroker(bcfg, hooks...)
-		if err != nil {
-			return err
-		}
-		if auth != nil {
-			auth.SetServer(broker.Server)
-		}
-		svc.SetPublisher(mqttbridge.NewBrokerPublisher(broker.Server))
-		reg.MustRegister(embedded.NewBrokerCollector(broker))
-		log.Info("embedded MQTT broker listening", "addr", broker.Addr(), "tls_addr", broker.TLSAddr())
-	} else {
-		bridge, err = mqttbridge.NewBridge(mqttbridge.BridgeConfig{BrokerURL: c.mqttURL, ClientID: c.bridgeID}, svc)
-		if err != nil {
-			return err
-		}
-		log.Warn("MQTT is TRANSPORT ONLY with --mqtt-url: the external broker authenticates devices and keeps them " +
-			"apart; twinhub checks no device credentials and applies no topic ACL there, and Azure's $iothub topics are " +
-			"not served. Configure the broker's authentication and a per-device ACL (README, Security)")
+	edge, err := startMQTT(c, mqttParts{svc: svc, store: store, client: client, policies: policies, certs: certStore, tls: tlsConfig}, log, reg)
+	if err != nil {
+		return err
 	}
+	broker, bridge, auth := edge.broker, edge.bridge, edge.auth
 	notifier := mqttbridge.NewNotifier(js, svc, c.mqttURL != "")
 
 	// Twin history in ClickHouse, unless it is off.
@@ -357,32 +281,24 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 
 	var ready atomic.Bool
 	api := httpapi.New(httpapi.Config{Logger: log, Policies: policies, HubNames: sas.HubNames(c.hostnames...), ReadTimeout: c.httpRead,
-		History: hist.reader, Querier: queries, Events: js}, client, store, ready.Load,
+		History: hist.reader, Querier: queries, Events: js, Jobs: jobStore}, client, store, ready.Load,
 		promhttp.HandlerFor(reg, promhttp.HandlerOpts{EnableOpenMetrics: true}), reg)
 	var storeWatch *embedded.StoreWatcher // nil with an external NATS
 	if ns != nil {
 		storeWatch = embedded.NewStoreWatcher(ns, log, reg)
 	}
-	api.Handle("GET /readyz", "readyz", readiness(ready.Load, nc, storeWatch, lostData))
+	api.ServeCertificates(certStore)
+	api.Handle("GET /readyz", "readyz", readiness(readinessParts{started: ready.Load, nc: nc, store: storeWatch, lost: lostData,
+		queries: queries, broker: broker, bridge: bridge, clickhouse: hist.probe}))
+	api.Handle("GET /livez", "livez", httpapi.Livez)
 	api.Handle("GET "+explorer.Prefix, "ui", explorer.Handler().ServeHTTP)
 	if c.pprof {
 		api.EnableProfiling()
 		log.Warn("Go profiles are served without authentication at /debug/pprof/ (--pprof)")
 	}
-	ln, err := net.Listen("tcp", c.httpAddr)
+	web, err := listenHTTP(c, api, tlsConfig, broker)
 	if err != nil {
-		return fmt.Errorf("HTTP listener on %s: %w (set --http-addr)", c.httpAddr, err)
-	}
-	httpSrv := api.Server()
-	var httpsLn net.Listener
-	httpsSrv := api.Server()
-	if c.httpsAddr != "" {
-		if httpsLn, err = tls.Listen("tcp", c.httpsAddr, tlsConfig); err != nil {
-			return fmt.Errorf("HTTPS listener on %s: %w (set --https-addr)", c.httpsAddr, err)
-		}
-		if broker != nil && broker.WebSocket() != nil {
-			httpsSrv.Handler = withWebSocket(broker.WebSocket(), api)
-		}
+		return err
 	}
 
 	// Pipeline components run until pctx ends, which happens only after the
@@ -391,46 +307,19 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 	defer stopPipeline()
 	g, gctx := errgroup.WithContext(pctx)
 	// Each of these exits when pctx (or a sibling's failure) ends gctx.
-	g.Go(func() error { return proc.Run(gctx) })
-	g.Go(func() error { return notifier.Run(gctx) })
-	g.Go(func() error { return queries.proj.Run(gctx) })
-	if storeWatch != nil {
-		g.Go(func() error { return storeWatch.Run(gctx) })
-	}
-	if hist.sink != nil {
-		g.Go(func() error { return hist.sink.Run(gctx) })
-	}
-	if bridge != nil {
-		g.Go(func() error { return bridge.Run(gctx) })
+	for _, component := range pipelineComponents([]runner{proc, notifier, queries.proj, jobRunner, certStore}, storeWatch, hist.sink, bridge) {
+		g.Go(func() error { return component.Run(gctx) })
 	}
 	if auth != nil {
 		g.Go(func() error { return auth.Run(gctx, nc) })
 	}
-	httpErr := make(chan error, 1)
-	// Exits when httpSrv.Shutdown is called.
-	go func() { httpErr <- httpSrv.Serve(ln) }()
-	if httpsLn != nil {
-		// Exits when httpsSrv.Shutdown is called.
-		go func() { httpErr <- httpsSrv.Serve(httpsLn) }()
-	}
+	httpErr := web.serve()
 
-	select {
-	case <-proc.Running():
-	case <-gctx.Done():
-	case <-ctx.Done():
-	}
 	// Queries must see every twin before the hub says it is ready.
-	select {
-	case <-queries.proj.Loaded():
-	case <-gctx.Done():
-	case <-ctx.Done():
-	}
+	waitAll(ctx, gctx, proc.Running(), queries.proj.Loaded())
 	ready.Store(true)
-	httpsAddr := ""
-	if httpsLn != nil {
-		httpsAddr = httpsLn.Addr().String()
-	}
-	log.Info("twinhub is ready", "http", ln.Addr().String(), "https", httpsAddr, "auth", c.auth, "partitions", topo.WithDefaults().Partitions)
+	log.Debug("HTTP routes", "routes", strings.Join(httpRoutes(api, web, broker), ","))
+	log.Info("twinhub is ready", "http", web.httpAddr(), "https", web.httpsAddr(), "auth", c.auth, "partitions", topo.WithDefaults().Partitions)
 
 	// Wait for a signal, a failed component or a failed HTTP server.
 	var runErr error
@@ -443,10 +332,9 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 		runErr = fmt.Errorf("HTTP server: %w", err)
 	}
 	ready.Store(false)
-	shutdownCtx, cancelShutdown := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancelShutdown()
-	_ = httpSrv.Shutdown(shutdownCtx)
-	_ = httpsSrv.Shutdown(shutdownCtx)
+	// The shutdown, in order: the edges stop taking requests, the commands
+	// they stored are applied, then the pipeline stops.
+	web.shutdown(15 * time.Second)
 	if broker != nil {
 		if err := broker.Close(); err != nil {
 			log.Warn("stopping the MQTT broker", "err", err)
@@ -466,6 +354,16 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 	_ = nc.Drain()
 	log.Info("twinhub stopped")
 	return runErr
+}
+
+// httpRoutes lists the route patterns the hub serves: the API's, and MQTT
+// over WebSockets on the HTTPS listener (outside the API's mux).
+func httpRoutes(api *httpapi.API, web *webServers, broker *embedded.Broker) []string {
+	routes := api.Routes()
+	if web.httpsLn != nil && broker != nil && broker.WebSocket() != nil {
+		routes = append(routes, "GET "+embedded.WebSocketPath)
+	}
+	return routes
 }
 
 // withWebSocket serves MQTT over WebSockets at embedded.WebSocketPath and

@@ -73,7 +73,7 @@ func cmdDeviceSim(ctx context.Context, o simOptions, id string) error {
 	} else {
 		var api *apiClient
 		if api, err = cf.client(); err == nil && api.cred.SharedAccessKey != "" {
-			cs, err = api.deviceConnectionString(dctx, id, "localhost")
+			cs, err = api.deviceConnectionString(dctx, id, "", "localhost")
 		}
 	}
 	if err != nil {

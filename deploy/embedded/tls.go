@@ -64,12 +64,18 @@ func LocalTLS(dir string, names []string) (TLSFiles, error) {
 }
 
 // ServerConfig loads a certificate pair into a TLS configuration.
+//
+// It asks clients for a certificate without requiring one: X.509 devices
+// authenticate with it (the MQTT hook checks it against the registry; the
+// handshake has proven the client holds its key), everyone else connects
+// without. tls.VerifyClientCertIfGiven would refuse self-signed device
+// certificates, which chain to no CA, in the handshake.
 func ServerConfig(certFile, keyFile string) (*tls.Config, error) {
 	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {
 		return nil, fmt.Errorf("loading TLS certificate %s: %w", certFile, err)
 	}
-	return &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}, nil
+	return &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12, ClientAuth: tls.RequestClientCert}, nil
 }
 
 func covers(cert *x509.Certificate, names []string) bool {

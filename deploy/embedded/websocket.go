@@ -1,6 +1,7 @@
 package embedded
 
 import (
+	"crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
@@ -114,7 +115,7 @@ func (l *WebSocket) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return // the upgrader answered the client
 	}
 	defer c.Close()
-	if err := establish(l.id, &wsConn{Conn: c.UnderlyingConn(), ws: c}); err != nil && !errors.Is(err, io.EOF) {
+	if err := establish(l.id, &wsConn{Conn: c.UnderlyingConn(), ws: c, tls: r.TLS}); err != nil && !errors.Is(err, io.EOF) {
 		l.log.Debug("MQTT over WebSockets connection ended", "remote", r.RemoteAddr, "err", err)
 	}
 }
@@ -140,6 +141,18 @@ type wsConn struct {
 	net.Conn
 	ws *websocket.Conn
 	r  io.Reader // the frame being read, nil between frames
+	// tls is the HTTPS connection's state (nil over plain HTTP), whose
+	// client certificate authenticates X.509 devices.
+	tls *tls.ConnectionState
+}
+
+// ConnectionState returns the TLS state of the HTTPS connection the
+// WebSocket runs on, as *tls.Conn's does (empty over plain HTTP).
+func (c *wsConn) ConnectionState() tls.ConnectionState {
+	if c.tls == nil {
+		return tls.ConnectionState{}
+	}
+	return *c.tls
 }
 
 func (c *wsConn) Read(p []byte) (int, error) {

@@ -114,9 +114,6 @@ func StartStandalone(t testing.TB, opts ...Option) *Cluster {
 	return c
 }
 
-// Size is the number of nodes, running or not.
-func (c *Cluster) Size() int { return len(c.nodes) }
-
 // Start starts node i (again, after Kill) on its ports and store. It returns
 // once the node accepts connections; JetStream may still be electing.
 func (c *Cluster) Start(i int) {

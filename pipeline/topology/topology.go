@@ -18,6 +18,7 @@
 //
 //	twinhub_twins   twin records, key = Token(device ID)
 //	twinhub_hub     state every instance must agree on: the shared access policies (key PoliciesKey)
+//	                and the X.509 CA certificates (keys CertificateKey(name))
 //
 // Every stream and bucket is kept at Config.Replicas replicas (see Ensure),
 // and buckets never allow direct gets: at R3 a direct get may be answered by
@@ -44,11 +45,14 @@ const (
 	HubBucket = "twinhub_hub"
 	// PoliciesKey is the key of the shared access policies in HubBucket.
 	PoliciesKey = "policies"
+	// CertificateKeys matches the keys of the X.509 CA certificates in HubBucket.
+	CertificateKeys = certificatePrefix + ">"
 
-	commandPrefix   = "twinhub.cmd."
-	eventPrefix     = "twinhub.events."
-	registryPrefix  = "twinhub.registry."
-	processorPrefix = "twinhub.processors."
+	certificatePrefix = "certificates."
+	commandPrefix     = "twinhub.cmd."
+	eventPrefix       = "twinhub.events."
+	registryPrefix    = "twinhub.registry."
+	processorPrefix   = "twinhub.processors."
 
 	// PartitionGroup is the pinned priority group of every partition
 	// consumer: JetStream delivers a partition's commands only to the pull
@@ -306,6 +310,10 @@ func Key(deviceID string) string { return Token(deviceID) }
 // bucket: a publish to it that expects the subject's last sequence is a
 // compare-and-swap of the record, as KeyValue.Update does.
 func KeySubject(deviceID string) string { return "$KV." + TwinBucket + "." + Key(deviceID) }
+
+// CertificateKey is the HubBucket key of the X.509 CA certificate name
+// (letters, digits, '-', '_' and '.').
+func CertificateKey(name string) string { return certificatePrefix + name }
 
 // InternalInboxPrefix is the reply-subject prefix of twinhub's own NATS
 // connections (nats.CustomInboxPrefix). It is not the default _INBOX, which

@@ -34,6 +34,10 @@ func (t *Twin) MarshalJSON() ([]byte, error) {
 	b := make([]byte, 0, 512)
 	b = append(b, `{"deviceId":`...)
 	b = appendString(b, t.DeviceID)
+	if t.ModuleID != "" {
+		b = append(b, `,"moduleId":`...)
+		b = appendString(b, t.ModuleID)
+	}
 	b = append(b, `,"etag":`...)
 	b = appendString(b, t.ETag())
 	b = append(b, `,"status":`...)
@@ -52,7 +56,11 @@ func (t *Twin) MarshalJSON() ([]byte, error) {
 	b = strconv.AppendInt(b, t.CloudToDeviceMessageCount, 10)
 	b = append(b, `,"authenticationType":`...)
 	b = appendString(b, t.AuthenticationType)
-	b = append(b, `,"x509Thumbprint":{"primaryThumbprint":null,"secondaryThumbprint":null},"modelId":`...)
+	b = append(b, `,"x509Thumbprint":{"primaryThumbprint":`...)
+	b = appendNullable(b, t.X509PrimaryThumbprint)
+	b = append(b, `,"secondaryThumbprint":`...)
+	b = appendNullable(b, t.X509SecondaryThumbprint)
+	b = append(b, `},"modelId":`...)
 	b = appendString(b, t.ModelID)
 	b = append(b, `,"version":`...)
 	b = strconv.AppendInt(b, t.Version, 10)
@@ -209,6 +217,7 @@ func (t *Twin) UnmarshalJSON(data []byte) error {
 	r := reader{doc: doc}
 	nt := Twin{
 		DeviceID:                  r.str("deviceId"),
+		ModuleID:                  r.str("moduleId"),
 		Etag:                      r.etag("etag"),
 		Version:                   r.int("version"),
 		Status:                    r.str("status"),
@@ -218,6 +227,8 @@ func (t *Twin) UnmarshalJSON(data []byte) error {
 		LastActivityTime:          r.time("lastActivityTime"),
 		CloudToDeviceMessageCount: r.int("cloudToDeviceMessageCount"),
 		AuthenticationType:        r.str("authenticationType"),
+		X509PrimaryThumbprint:     r.thumbprint("primaryThumbprint"),
+		X509SecondaryThumbprint:   r.thumbprint("secondaryThumbprint"),
 		ModelID:                   r.str("modelId"),
 	}
 	if r.err != nil {
@@ -277,6 +288,33 @@ func (r *reader) str(field string) string {
 		r.wrongType(field, "a string", v)
 	}
 	return s
+}
+
+// thumbprint reads x509Thumbprint.<field>: a string, or null.
+func (r *reader) thumbprint(field string) string {
+	v := r.doc["x509Thumbprint"]
+	if v == nil {
+		return ""
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		r.wrongType("x509Thumbprint", "an object", v)
+		return ""
+	}
+	sub := reader{doc: m}
+	s := sub.str(field)
+	if sub.err != nil && r.err == nil {
+		r.err = sub.err
+	}
+	return s
+}
+
+// appendNullable appends s as a JSON string, or null when it is empty.
+func appendNullable(b []byte, s string) []byte {
+	if s == "" {
+		return append(b, "null"...)
+	}
+	return appendString(b, s)
 }
 
 func (r *reader) int(field string) int64 {

@@ -51,6 +51,9 @@ type Section struct {
 // Reported, Version and Etag.
 type Twin struct {
 	DeviceID string
+	// ModuleID names the module of a module twin (whose DeviceID is its
+	// device's); "" for a device twin. JSON has "moduleId" only when set.
+	ModuleID string
 	// Etag counts changes to tags and desired; ETag renders it.
 	Etag int64
 	// Version counts every accepted change to the twin.
@@ -69,6 +72,9 @@ type Twin struct {
 	CloudToDeviceMessageCount int64
 	// AuthenticationType is "sas", "selfSigned", "certificateAuthority" or "none".
 	AuthenticationType string
+	// X509PrimaryThumbprint and X509SecondaryThumbprint are a self-signed
+	// device's certificate thumbprints; empty renders as null.
+	X509PrimaryThumbprint, X509SecondaryThumbprint string
 	// ModelID is the Plug and Play model id, "" when none.
 	ModelID string
 	// Tags are the back end's properties; nil or empty means none and the

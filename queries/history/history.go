@@ -19,7 +19,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
@@ -29,6 +28,13 @@ import (
 	"github.com/twinhub/twinhub/pipeline"
 	"github.com/twinhub/twinhub/pipeline/topology"
 	"github.com/twinhub/twinhub/pipeline/twin"
+	chsink "github.com/twinhub/twinhub/sinks/clickhouse"
+)
+
+// The tables the history sink writes (sinks/clickhouse names them).
+const (
+	eventsTable = chsink.EventsTable
+	leavesTable = chsink.LeavesTable
 )
 
 // ErrBehind means too many of a device's events are not in ClickHouse yet
@@ -98,8 +104,8 @@ type summary struct {
 func (r *Reader) summary(ctx context.Context, deviceID string) (summary, error) {
 	var s summary
 	var firstNS int64
-	err := r.conn.QueryRow(ctx, "SELECT max(stream_seq), count(), min(event_time_ns) FROM twin_events WHERE device_id = "+
-		quote(deviceID)).Scan(&s.maxSeq, &s.count, &firstNS)
+	err := r.conn.QueryRow(ctx, "SELECT max(stream_seq), count(), min(event_time_ns) FROM "+eventsTable+" WHERE device_id = ?",
+		deviceID).Scan(&s.maxSeq, &s.count, &firstNS)
 	if err != nil {
 		return s, fmt.Errorf("reading the history of %s from ClickHouse: %w", deviceID, err)
 	}
@@ -146,18 +152,19 @@ func (r *Reader) Events(ctx context.Context, deviceID string, q pipeline.History
 		}
 	}
 	if len(out) <= q.Limit && sum.count > 0 {
-		where := []string{"device_id = " + quote(deviceID), "stream_seq <= " + strconv.FormatUint(sum.maxSeq, 10)}
+		where, args := []string{"device_id = ?", "stream_seq <= ?"}, []any{deviceID, sum.maxSeq}
 		if q.Before != 0 {
-			where = append(where, "stream_seq < "+strconv.FormatUint(q.Before, 10))
+			where, args = append(where, "stream_seq < ?"), append(args, q.Before)
 		}
 		if !q.From.IsZero() {
-			where = append(where, "event_time_ns >= "+strconv.FormatInt(q.From.UnixNano(), 10))
+			where, args = append(where, "event_time_ns >= ?"), append(args, q.From.UnixNano())
 		}
 		if !q.To.IsZero() {
-			where = append(where, "event_time_ns <= "+strconv.FormatInt(q.To.UnixNano(), 10))
+			where, args = append(where, "event_time_ns <= ?"), append(args, q.To.UnixNano())
 		}
-		err := r.scan(ctx, "SELECT "+eventColumns+" FROM twin_events WHERE "+strings.Join(where, " AND ")+
-			" ORDER BY stream_seq DESC LIMIT "+strconv.Itoa(q.Limit+1-len(out)), deviceID, func(e pipeline.StoredEvent) error {
+		args = append(args, q.Limit+1-len(out))
+		err := r.scan(ctx, "SELECT "+eventColumns+" FROM "+eventsTable+" WHERE "+strings.Join(where, " AND ")+
+			" ORDER BY stream_seq DESC LIMIT ?", deviceID, args, func(e pipeline.StoredEvent) error {
 			out = append(out, e)
 			return nil
 		})
@@ -197,8 +204,7 @@ func (r *Reader) AsOf(ctx context.Context, deviceID string, at time.Time) (*twin
 	if sum.count == 0 && len(tail) == 0 {
 		return nil, fmt.Errorf("%w: device %q has no history", pipeline.ErrNotFound, deviceID)
 	}
-	atNS := strconv.FormatInt(at.UnixNano(), 10)
-	dev := quote(deviceID)
+	atNS := at.UnixNano()
 	var rec *pipeline.Record
 	var last *pipeline.StoredEvent
 	replayed := 0
@@ -220,11 +226,9 @@ func (r *Reader) AsOf(ctx context.Context, deviceID string, at time.Time) (*twin
 	}
 	if sum.count > 0 {
 		// Replay from the last creation at or before at: earlier generations do not matter.
-		err := r.scan(ctx, "SELECT "+eventColumns+" FROM twin_events WHERE device_id = "+dev+
-			" AND stream_seq <= "+strconv.FormatUint(sum.maxSeq, 10)+" AND event_time_ns <= "+atNS+
-			" AND stream_seq >= (SELECT max(stream_seq) FROM twin_events WHERE device_id = "+dev+
-			" AND op = 'createDevice' AND event_time_ns <= "+atNS+")"+
-			" ORDER BY stream_seq LIMIT "+strconv.Itoa(r.cfg.MaxReplay+1), deviceID, apply)
+		err := r.scan(ctx, "SELECT "+eventColumns+" FROM "+eventsTable+" WHERE device_id = ? AND stream_seq <= ? AND event_time_ns <= ?"+
+			" AND stream_seq >= (SELECT max(stream_seq) FROM "+eventsTable+" WHERE device_id = ? AND op = 'createDevice' AND event_time_ns <= ?)"+
+			" ORDER BY stream_seq LIMIT ?", deviceID, []any{deviceID, sum.maxSeq, atNS, deviceID, atNS, r.cfg.MaxReplay + 1}, apply)
 		if err != nil {
 			return nil, err
 		}
@@ -254,15 +258,17 @@ func (r *Reader) AsOf(ctx context.Context, deviceID string, at time.Time) (*twin
 	return rec.Twin, nil
 }
 
-// scan runs a query over twin_events and calls fn for each event.
-func (r *Reader) scan(ctx context.Context, query, deviceID string, fn func(pipeline.StoredEvent) error) error {
-	rows, err := r.conn.Query(ctx, query)
+// scan runs a query over the events table, its ? placeholders bound to
+// args (clickhouse-go binds them client side, which ClickHouse 18.16
+// accepts in queries; it does not in Exec), and calls fn for each event.
+func (r *Reader) scan(ctx context.Context, query, deviceID string, args []any, fn func(pipeline.StoredEvent) error) error {
+	rows, err := r.conn.Query(ctx, query, args...)
 	if err != nil {
 		return fmt.Errorf("reading the history of %s from ClickHouse: %w", deviceID, err)
 	}
 	defer rows.Close()
 	for rows.Next() {
-		e := pipeline.StoredEvent{Event: pipeline.Event{DeviceID: deviceID}}
+		e := pipeline.StoredEvent{Event: pipeline.Event{SchemaVersion: pipeline.EventSchemaVersion, DeviceID: deviceID}}
 		var ns int64
 		var patch string
 		if err := rows.Scan(&e.Sequence, &e.GenerationID, &e.Version, &e.Op, &e.Source, &e.Etag, &e.DesiredVersion,
@@ -325,24 +331,4 @@ func (r *Reader) tail(ctx context.Context, deviceID string, after uint64) ([]pip
 		seq = msg.Sequence + 1
 	}
 	return out, nil
-}
-
-// quote renders s as a ClickHouse string literal.
-func quote(s string) string {
-	var b strings.Builder
-	b.Grow(len(s) + 2)
-	b.WriteByte('\'')
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; c {
-		case '\\', '\'':
-			b.WriteByte('\\')
-			b.WriteByte(c)
-		case 0:
-			b.WriteString(`\0`)
-		default:
-			b.WriteByte(c)
-		}
-	}
-	b.WriteByte('\'')
-	return b.String()
 }

@@ -21,15 +21,6 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(testserver.Main(m)) }
 
-// TestQuote: the literal survives quotes, backslashes and NUL.
-func TestQuote(t *testing.T) {
-	for in, want := range map[string]string{"a": `'a'`, `it's`: `'it\'s'`, `a\b`: `'a\\b'`, "x\x00y": `'x\0y'`} {
-		if got := quote(in); got != want {
-			t.Errorf("quote(%q) = %s, want %s", in, got, want)
-		}
-	}
-}
-
 // TestArguments: bad page sizes, time ranges and future instants are
 // refused before anything is read.
 func TestArguments(t *testing.T) {

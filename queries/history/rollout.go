@@ -3,10 +3,10 @@ package history
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/twinhub/twinhub/pipeline"
 	"github.com/twinhub/twinhub/pipeline/twin"
 )
@@ -31,32 +31,35 @@ func (r *Reader) Rollout(ctx context.Context, q pipeline.RolloutQuery) ([]pipeli
 	}
 	// The path and each parent, down to the section's root (""): a delete of
 	// any of them clears the property.
-	parents := []string{quote(""), quote(q.Path)}
+	parents := []string{"", q.Path}
 	for i := range q.Path {
 		if q.Path[i] == '.' {
-			parents = append(parents, quote(q.Path[:i]))
+			parents = append(parents, q.Path[:i])
 		}
 	}
 	step := q.To.Sub(q.From) / time.Duration(q.Points-1)
-	instants := make([]string, q.Points)
+	instants := make([]int64, q.Points)
 	for i := range instants {
-		instants[i] = strconv.FormatInt(q.From.Add(time.Duration(i)*step).UnixNano(), 10)
+		instants[i] = q.From.Add(time.Duration(i) * step).UnixNano()
 	}
-	value := "if(op = 'set' AND path = " + quote(q.Path) + ", value_json, '')"
+	// The query's values are bound (clickhouse-go renders them client side):
+	// the path twice, the instants as an array, the parents as an array.
+	value := "if(op = 'set' AND path = @path, value_json, '')"
 	query := `SELECT toInt64(t), countIf(d != '' AND d = r) AS matching, countIf(d != '') AS targeted
 FROM
 (
     SELECT t, device_id, generation_id,
         argMaxIf(` + value + `, (stream_seq, path), section = 'desired') AS d,
         argMaxIf(` + value + `, (stream_seq, path), section = 'reported') AS r
-    FROM twin_leaves
-    ARRAY JOIN [` + strings.Join(instants, ", ") + `] AS t
-    WHERE section IN ('desired', 'reported') AND path IN (` + strings.Join(parents, ", ") + `) AND event_time_ns <= t
+    FROM ` + leavesTable + `
+    ARRAY JOIN @instants AS t
+    WHERE section IN ('desired', 'reported') AND has(@parents, path) AND event_time_ns <= t
     GROUP BY t, device_id, generation_id
 )
 GROUP BY t
 ORDER BY t`
-	rows, err := r.conn.Query(ctx, query)
+	rows, err := r.conn.Query(ctx, query, clickhouse.Named("path", q.Path), clickhouse.Named("instants", instants),
+		clickhouse.Named("parents", parents))
 	if err != nil {
 		return nil, fmt.Errorf("reading the rollout of desired %s from ClickHouse: %w", q.Path, err)
 	}
@@ -75,8 +78,7 @@ ORDER BY t`
 	}
 	// Instants before any change have no row: nothing targeted yet.
 	out := make([]pipeline.RolloutPoint, q.Points)
-	for i, s := range instants {
-		ns, _ := strconv.ParseInt(s, 10, 64)
+	for i, ns := range instants {
 		out[i] = got[ns]
 		out[i].Time = twin.FormatTime(time.Unix(0, ns))
 	}

@@ -22,6 +22,9 @@ type Query struct {
 	GroupBy []Path
 	// OrderBy lists the ORDER BY keys, most significant first.
 	OrderBy []OrderItem
+	// Modules is true for FROM devices.modules: the query runs over module
+	// twins instead of device twins.
+	Modules bool
 
 	groupPos position // where GROUP BY was written, for error messages
 }
@@ -310,6 +313,9 @@ func (q *Query) String() string {
 		}
 	}
 	b.WriteString(" FROM devices")
+	if q.Modules {
+		b.WriteString(".modules")
+	}
 	if q.Where != nil {
 		b.WriteString(" WHERE " + q.Where.String())
 	}

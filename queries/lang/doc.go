@@ -5,7 +5,7 @@
 //
 // # Grammar
 //
-//	query      = SELECT [TOP n] ( "*" | item {"," item} ) FROM devices
+//	query      = SELECT [TOP n] ( "*" | item {"," item} ) FROM devices [".modules"]
 //	             [WHERE expr] [GROUP BY path {"," path}]
 //	             [ORDER BY key [ASC|DESC] {"," key [ASC|DESC]}]
 //	item       = ( expr | COUNT "(" ")" | (AVG|SUM|MIN|MAX) "(" expr ")" ) [AS name]
@@ -105,5 +105,6 @@
 // Every error from Parse is an *Error with the line and column (1-based,
 // in characters) where the problem is and a message that says what was
 // expected there, e.g. "query: line 1, column 10: expected FROM, found
-// 'FORM'"; all match ErrQuery. Only FROM devices is supported.
+// 'FORM'"; all match ErrQuery. FROM devices queries device twins, FROM
+// devices.modules module twins; no other collection is supported.
 package lang

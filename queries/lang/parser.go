@@ -210,7 +210,7 @@ func (p *parser) query() *Query {
 		}
 		p.advance()
 	}
-	p.from()
+	p.from(q)
 	next := "WHERE, GROUP BY, ORDER BY or end of query"
 	if p.isKw("WHERE") {
 		p.advance()
@@ -258,12 +258,12 @@ func (p *parser) query() *Query {
 	return q
 }
 
-// from parses the collection after FROM; only devices is supported.
-func (p *parser) from() {
+// from parses the collection after FROM: devices, or devices.modules.
+func (p *parser) from(q *Query) {
 	t := p.tok()
 	if t.kind != tIdent || !strings.EqualFold(t.text, "devices") {
 		if t.kind == tIdent {
-			p.fail("only FROM devices is supported, found '%s'", clip(t.text))
+			p.fail("only FROM devices and FROM devices.modules are supported, found '%s'", clip(t.text))
 		}
 		p.expected("devices after FROM")
 	}
@@ -279,7 +279,10 @@ func (p *parser) from() {
 			name += p.tok().text
 			p.advance()
 		}
-		panic(bailout{errorAt(t.pos, "only FROM devices is supported, found '%s'", clip(name))})
+		if !strings.EqualFold(name, "devices.modules") {
+			panic(bailout{errorAt(t.pos, "only FROM devices and FROM devices.modules are supported, found '%s'", clip(name))})
+		}
+		q.Modules = true
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 func TestParseConstructs(t *testing.T) {
 	tests := []struct{ src, want string }{
 		{`SELECT * FROM devices`, `SELECT * FROM devices`},
+		{`select * from Devices.Modules where moduleId = 'm'`, `SELECT * FROM devices.modules WHERE (moduleId = 'm')`},
 		{`select top 5 * from Devices where a.b = 1`, `SELECT TOP 5 * FROM devices WHERE (a.b = 1)`},
 		{"SELECT *\n\tFROM devices\r\n WHERE a = 1", `SELECT * FROM devices WHERE (a = 1)`},
 		{`SELECT * FROM devices WHERE a = 1 OR b = 2 AND NOT c = 3`, `SELECT * FROM devices WHERE ((a = 1) OR ((b = 2) AND (NOT (c = 3))))`},
@@ -113,11 +114,11 @@ func TestParsePaths(t *testing.T) {
 // TestSelectNames checks output names: alias, last path segment in
 // canonical spelling, else $1, $2, ... for the unnamed items.
 func TestSelectNames(t *testing.T) {
-	q, err := Parse(`SELECT DeviceId, tags.location.plant, 1 + 1, COUNT() AS c, MAX(x), devices.LastActivityTime FROM devices`)
+	_, err := Parse(`SELECT DeviceId, tags.location.plant, 1 + 1, COUNT() AS c, MAX(x), devices.LastActivityTime FROM devices`)
 	if err == nil {
 		t.Fatalf("mixing ungrouped paths and aggregates parsed")
 	}
-	q, err = Parse(`SELECT DeviceId, tags.location.plant, 1 + 1, x AS c, STARTSWITH(x, 'a'), devices.LastActivityTime FROM devices`)
+	q, err := Parse(`SELECT DeviceId, tags.location.plant, 1 + 1, x AS c, STARTSWITH(x, 'a'), devices.LastActivityTime FROM devices`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,10 +160,10 @@ func TestParseErrors(t *testing.T) {
 		{"empty select list", `SELECT FROM devices`, 1, 8, "expected an expression, found 'FROM'"},
 		{"comma only", `SELECT , FROM devices`, 1, 8, "expected an expression, found ','"},
 		{"trailing comma", `SELECT a, FROM devices`, 1, 11, "expected an expression, found 'FROM'"},
-		{"FROM devices.modules", `SELECT * FROM devices.modules`, 1, 15, "only FROM devices is supported, found 'devices.modules'"},
-		{"FROM devices.jobs", `select * from Devices.Jobs where x = 1`, 1, 15, "only FROM devices is supported, found 'Devices.Jobs'"},
-		{"FROM devices dot", `SELECT * FROM devices.`, 1, 15, "only FROM devices is supported, found 'devices.'"},
-		{"FROM other", `SELECT * FROM twins`, 1, 15, "only FROM devices is supported, found 'twins'"},
+		{"FROM devices.modules.x", `SELECT * FROM devices.modules.x`, 1, 15, "only FROM devices and FROM devices.modules are supported, found 'devices.modules.x'"},
+		{"FROM devices.jobs", `select * from Devices.Jobs where x = 1`, 1, 15, "only FROM devices and FROM devices.modules are supported, found 'Devices.Jobs'"},
+		{"FROM devices dot", `SELECT * FROM devices.`, 1, 15, "only FROM devices and FROM devices.modules are supported, found 'devices.'"},
+		{"FROM other", `SELECT * FROM twins`, 1, 15, "only FROM devices and FROM devices.modules are supported, found 'twins'"},
 		{"FROM nothing", `SELECT * FROM`, 1, 14, "expected devices after FROM, found end of query"},
 		{"FROM string", `SELECT * FROM 'devices'`, 1, 15, "expected devices after FROM, found string 'devices'"},
 		{"unterminated string", `SELECT * FROM devices WHERE x = 'abc`, 1, 33, "unterminated string: expected a closing ' before the end of the query"},

@@ -39,7 +39,6 @@ func (f *fleet) pick(s ...string) string { return s[f.r.IntN(len(s))] }
 var (
 	fleetRegions = []string{"US", "EU", "APAC"}
 	fleetPlants  = []string{"Redmond43", "Seattle", "Berlin", "Tokyo", "Dublin", "Red"}
-	fleetFWs     = []string{"1.0", "1.1", "2.0", "10.0"}
 	fleetNums    = []string{"0", "1", "1.0", "2", "2.50", "2.5", "-0", "1e1", "10", "21", "21.0", "-3.5", "100", "4503599627370495", "0.000001", "7e-7"}
 	fleetStrs    = []string{"hot", "cold", "", "<a&b>", "it's", "é", "3", "Red", "Redmond43", "d01", "x"}
 )

@@ -73,6 +73,9 @@ type Projection struct {
 	// changes; queries hold it shared for a step of their work.
 	mu    sync.RWMutex
 	store *store
+	// modules holds the module twins (devices.modules), whose record keys
+	// name "{deviceId}/{moduleId}". It shares store's compression codec.
+	modules *store
 
 	// inflight counts queries between their start and their end, lock held
 	// or not: freed doc slots and value ids are reused only when it is 0.
@@ -100,14 +103,28 @@ func newProjection(cfg Config, src source, reg prometheus.Registerer) (*Projecti
 		log:      cfg.Logger.With("component", "projection"),
 		metrics:  newMetrics(reg),
 		store:    newStore(),
+		modules:  newStore(),
 		sem:      make(chan struct{}, cfg.MaxConcurrent),
 		chunk:    defaultChunk,
 		progress: make(chan struct{}),
 		loaded:   make(chan struct{}),
 		stopped:  make(chan struct{}),
 	}
+	p.modules.codec, p.modules.sharedCodec = p.store.codec, true
 	return p, nil
 }
+
+// storeOf is the store that holds a record key's twin: modules for a
+// module's "{deviceId}/{moduleId}", store for a device.
+func (p *Projection) storeOf(deviceID string) *store {
+	if strings.Contains(deviceID, "/") {
+		return p.modules
+	}
+	return p.store
+}
+
+// live counts the twins held, devices and modules.
+func (p *Projection) live() int { return p.store.live() + p.modules.live() }
 
 // Loaded is closed once the projection holds every twin that existed when
 // Run started; twinhub reports ready only after it.
@@ -200,13 +217,13 @@ func (p *Projection) load(changes []change) {
 	changes = slices.DeleteFunc(changes, func(c change) bool { return c.gone() })
 	p.mu.Lock()
 	for i := range changes {
-		if err := p.store.put(&changes[i], true); err != nil {
+		if err := p.storeOf(changes[i].deviceID).put(&changes[i], true); err != nil {
 			p.log.Error("a twin record could not be indexed; queries will not see it until it changes", "device", changes[i].deviceID, "err", err)
 		}
 		changes[i] = change{}
 	}
 	p.store.train()
-	n := p.store.live()
+	n := p.live()
 	p.mu.Unlock()
 	p.metrics.changes.Add(float64(len(changes)))
 	p.metrics.twins.Set(float64(n))
@@ -231,20 +248,22 @@ func (p *Projection) apply(changes []change) {
 	p.mu.Lock()
 	for _, c := range changes {
 		rev = max(rev, c.rev)
+		s := p.storeOf(c.deviceID)
 		if c.gone() {
-			p.store.remove(c.deviceID)
+			s.remove(c.deviceID)
 			continue
 		}
-		if err := p.store.put(&c, false); err != nil {
-			p.store.remove(c.deviceID)
+		if err := s.put(&c, false); err != nil {
+			s.remove(c.deviceID)
 			p.log.Error("a twin record could not be indexed; queries will not see the device until it changes", "device", c.deviceID, "err", err)
 		}
 	}
 	if p.inflight.Load() == 0 {
 		p.store.recycle()
+		p.modules.recycle()
 	}
 	p.store.train()
-	n := p.store.live()
+	n := p.live()
 	p.mu.Unlock()
 	p.metrics.changes.Add(float64(len(changes)))
 	p.metrics.twins.Set(float64(n))

@@ -80,7 +80,11 @@ func (p *Projection) Query(ctx context.Context, req Request) (*Page, error) {
 	p.inflight.Add(1)
 	defer p.inflight.Add(-1)
 	p.mu.RLock()
-	x := &execution{p: p, ctx: ctx, s: p.store, q: q}
+	s := p.store
+	if q.Modules {
+		s = p.modules
+	}
+	x := &execution{p: p, ctx: ctx, s: s, q: q}
 	defer func() { x.unlock() }()
 	x.locked = true
 	x.plan()
@@ -199,7 +203,7 @@ func (x *execution) visit(after string, need int, fn visitFunc) error {
 	for {
 		steps, stopped := 0, false
 		last := after
-		pos = s.order.each(pos, func(id uint32) bool {
+		s.order.each(pos, func(id uint32) bool {
 			if steps == x.p.chunk {
 				return false
 			}

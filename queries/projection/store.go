@@ -57,9 +57,12 @@ type store struct {
 	byDevice map[string]docID
 	// order holds the live twins in deviceId order (bytewise), the order in
 	// which queries return rows.
-	order    *ordered
-	codec    *codec
-	freeDocs []docID
+	order *ordered
+	codec *codec
+	// sharedCodec is set on a store that uses another store's codec,
+	// which that store trains.
+	sharedCodec bool
+	freeDocs    []docID
 	// pendingDocs are freed slots that queries in flight may still name.
 	pendingDocs []docID
 	nodeBuf     []node
@@ -211,6 +214,9 @@ func (s *store) twinJSON(d *doc) []byte { return s.codec.decode(d.blob, d.dict) 
 // train makes a new compression dictionary from twins spread over the
 // fleet, when it has grown enough since the last one.
 func (s *store) train() {
+	if s.sharedCodec {
+		return
+	}
 	n := s.live()
 	if !s.codec.wantsTraining(n) {
 		return

@@ -3,9 +3,10 @@ package clickhouse
 import (
 	"context"
 
-	dto "github.com/prometheus/client_model/go"
 	"testing"
 	"time"
+
+	dto "github.com/prometheus/client_model/go"
 )
 
 // BenchmarkSink measures the sink's sustained rate into ClickHouse: b.N
