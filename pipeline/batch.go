@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 
 	"github.com/nats-io/nats.go"
@@ -239,7 +240,7 @@ func eventMsg(ev *Event) (*nats.Msg, error) {
 		return nil, fmt.Errorf("BUG: encoding event: %w", err)
 	}
 	return &nats.Msg{Subject: topology.EventSubject(ev.DeviceID), Data: data,
-		Header: nats.Header{SectionsHeader: []string{ev.Patch.sections()}}}, nil
+		Header: nats.Header{SectionsHeader: []string{ev.Patch.sections()}, SchemaHeader: []string{strconv.Itoa(ev.SchemaVersion)}}}, nil
 }
 
 // eventPublishOpts make an event publish idempotent (its message ID) and

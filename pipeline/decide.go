@@ -79,7 +79,7 @@ func invalidArgument(cmd Command, err error) Result {
 
 // newEvent starts the change event of cmd on an existing device's record.
 func newEvent(cmd Command, rec *Record, now time.Time, op, source string) *Event {
-	ev := &Event{DeviceID: cmd.DeviceID, Time: twin.FormatTime(now), CommandID: cmd.ID, Op: op, Source: source}
+	ev := &Event{SchemaVersion: EventSchemaVersion, DeviceID: cmd.DeviceID, Time: twin.FormatTime(now), CommandID: cmd.ID, Op: op, Source: source}
 	if rec.Exists() {
 		ev.GenerationID = rec.Identity.GenerationID
 	}

@@ -146,7 +146,12 @@ const (
 // device's event subject. It is twinhub's public change stream: per device
 // and generation, Version runs 2, 3, 4, … without gaps or duplicates.
 type Event struct {
-	DeviceID string `json:"deviceId"`
+	// SchemaVersion is the version of the event's JSON Schema
+	// (deploy/events/twin-change-event.schema.json): EventSchemaVersion.
+	// It changes only when a change would break a consumer; adding a field
+	// does not change it.
+	SchemaVersion int    `json:"schemaVersion"`
+	DeviceID      string `json:"deviceId"`
 	// GenerationID changes when a device is deleted and created again; the
 	// version sequence starts over with each generation.
 	GenerationID string `json:"generationId"`
@@ -186,6 +191,15 @@ type EventProperties struct {
 	Desired  json.RawMessage `json:"desired,omitempty"`
 	Reported json.RawMessage `json:"reported,omitempty"`
 }
+
+// EventSchemaVersion is the schema version of the change events this
+// twinhub publishes, in each event's schemaVersion and SchemaHeader.
+const EventSchemaVersion = 1
+
+// SchemaHeader names the header of a change event that carries its
+// schemaVersion, so a consumer can route or refuse events without decoding
+// them.
+const SchemaHeader = "Twinhub-Event-Schema"
 
 // SectionsHeader names the header of a change event that lists the sections
 // its patch touches ("tags", "desired", "reported", comma-separated), so a

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -139,6 +140,8 @@ type API struct {
 	duration *prometheus.HistogramVec
 	authFail *prometheus.CounterVec
 	feeds    *feeds
+	// routes lists the registered patterns in order, for Routes.
+	routes []string
 }
 
 // New builds the API. ready reports whether twinhub is ready for /healthz;
@@ -175,6 +178,7 @@ func New(cfg Config, commands Commands, records Records, ready func() bool, metr
 	})
 	if metrics != nil {
 		a.mux.Handle("GET /metrics", metrics)
+		a.routes = append(a.routes, "GET /metrics")
 	}
 	a.handle("PUT /devices/{id}", "device_put", a.putDevice)
 	a.handle("GET /devices/{id}", "device_get", a.getDevice)
@@ -214,7 +218,14 @@ func (a *API) EnableProfiling() {
 	a.mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	a.mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 	a.mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	a.routes = append(a.routes, "GET /debug/pprof/", "GET /debug/pprof/cmdline", "GET /debug/pprof/profile",
+		"GET /debug/pprof/symbol", "GET /debug/pprof/trace")
 }
+
+// Routes returns the patterns of every route registered so far
+// ("METHOD /path", as given to http.ServeMux), in registration order, for
+// the OpenAPI description's test and the start-up log.
+func (a *API) Routes() []string { return slices.Clone(a.routes) }
 
 // Handle registers an extra route (used to add the query endpoint).
 func (a *API) Handle(pattern, route string, h http.HandlerFunc) { a.handle(pattern, route, h) }
@@ -223,6 +234,7 @@ func (a *API) Handle(pattern, route string, h http.HandlerFunc) { a.handle(patte
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTTP(w, r) }
 
 func (a *API) handle(pattern, route string, h http.HandlerFunc) {
+	a.routes = append(a.routes, pattern)
 	a.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}

@@ -28,7 +28,7 @@ func allEnv(string) bool { return true }
 // the flags of `twinhub run` of the same name, or have no such flag.
 func clientEnv(name string) bool {
 	switch name {
-	case "server", "data-dir", "connection-string", "mqtt":
+	case "server", "data-dir", "connection-string", "mqtt", "nats-addr":
 		return true
 	}
 	return false

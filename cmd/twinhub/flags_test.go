@@ -104,7 +104,7 @@ func TestFlagsAnywhere(t *testing.T) {
 
 // TestClientEnvironment: the clients read only their documented
 // environment variables (TWINHUB_SERVER, TWINHUB_DATA_DIR,
-// TWINHUB_CONNECTION_STRING, TWINHUB_MQTT), not one per flag: a
+// TWINHUB_CONNECTION_STRING, TWINHUB_MQTT, TWINHUB_NATS_ADDR), not one per flag: a
 // TWINHUB_TAGS left in the environment does not become every twin
 // update's --tags, and TWINHUB_HOSTNAME (run's names) does not change the
 // HostName connection-string prints.
@@ -113,6 +113,7 @@ func TestClientEnvironment(t *testing.T) {
 	t.Setenv("TWINHUB_REPLACE", "true")
 	t.Setenv("TWINHUB_HOSTNAME", "hub.example.com")
 	t.Setenv("TWINHUB_SERVER", "http://127.0.0.1:1")
+	t.Setenv("TWINHUB_NATS_ADDR", "127.0.0.1:14222")
 	root := newRootCommand()
 	update, _, err := root.Find([]string{"twin", "update"})
 	if err != nil {
@@ -129,6 +130,13 @@ func TestClientEnvironment(t *testing.T) {
 	}
 	if got := cs.Flags().Lookup("hostname").DefValue; got != "localhost" {
 		t.Errorf("connection-string --hostname defaults to %q with TWINHUB_HOSTNAME set, want localhost", got)
+	}
+	creds, _, err := root.Find([]string{"nats-credentials"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := creds.Flags().Lookup("nats-addr").DefValue; got != "127.0.0.1:14222" {
+		t.Errorf("nats-credentials --nats-addr defaults to %q, want TWINHUB_NATS_ADDR's 127.0.0.1:14222", got)
 	}
 	run, _, err := root.Find([]string{"run"})
 	if err != nil {

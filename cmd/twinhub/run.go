@@ -318,6 +318,7 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 	// Queries must see every twin before the hub says it is ready.
 	waitAll(ctx, gctx, proc.Running(), queries.proj.Loaded())
 	ready.Store(true)
+	log.Debug("HTTP routes", "routes", strings.Join(httpRoutes(api, web, broker), ","))
 	log.Info("twinhub is ready", "http", web.httpAddr(), "https", web.httpsAddr(), "auth", c.auth, "partitions", topo.WithDefaults().Partitions)
 
 	// Wait for a signal, a failed component or a failed HTTP server.
@@ -353,6 +354,16 @@ func run(ctx context.Context, c runConfig, log *slog.Logger) error {
 	_ = nc.Drain()
 	log.Info("twinhub stopped")
 	return runErr
+}
+
+// httpRoutes lists the route patterns the hub serves: the API's, and MQTT
+// over WebSockets on the HTTPS listener (outside the API's mux).
+func httpRoutes(api *httpapi.API, web *webServers, broker *embedded.Broker) []string {
+	routes := api.Routes()
+	if web.httpsLn != nil && broker != nil && broker.WebSocket() != nil {
+		routes = append(routes, "GET "+embedded.WebSocketPath)
+	}
+	return routes
 }
 
 // withWebSocket serves MQTT over WebSockets at embedded.WebSocketPath and

@@ -268,7 +268,7 @@ func (r *Reader) scan(ctx context.Context, query, deviceID string, args []any, f
 	}
 	defer rows.Close()
 	for rows.Next() {
-		e := pipeline.StoredEvent{Event: pipeline.Event{DeviceID: deviceID}}
+		e := pipeline.StoredEvent{Event: pipeline.Event{SchemaVersion: pipeline.EventSchemaVersion, DeviceID: deviceID}}
 		var ns int64
 		var patch string
 		if err := rows.Scan(&e.Sequence, &e.GenerationID, &e.Version, &e.Op, &e.Source, &e.Etag, &e.DesiredVersion,
