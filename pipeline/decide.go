@@ -68,13 +68,13 @@ func decide(cmd Command, rec *Record, now time.Time) (*change, Result) {
 	case KindConnection:
 		return decideConnection(cmd, rec, now), Result{}
 	default:
-		return nil, Failure(cmd.ID, http.StatusBadRequest, "ArgumentInvalid", "unknown command kind %q", cmd.Kind)
+		return nil, Failure(cmd.ID, CodeArgumentInvalid, "unknown command kind %q", cmd.Kind)
 	}
 }
 
 // invalidArgument is IoT Hub's 400 for a command it cannot apply.
 func invalidArgument(cmd Command, err error) Result {
-	return Failure(cmd.ID, http.StatusBadRequest, "ArgumentInvalid", "%v", err)
+	return Failure(cmd.ID, CodeArgumentInvalid, "%v", err)
 }
 
 // newEvent starts the change event of cmd on an existing device's record.
@@ -216,7 +216,7 @@ func checkEtag(cmd Command, current string) (Result, bool) {
 	if want == "" || want == "*" || want == current {
 		return Result{}, true
 	}
-	return Failure(cmd.ID, http.StatusPreconditionFailed, "PreconditionFailed",
+	return Failure(cmd.ID, CodePreconditionFailed,
 		"etag %q does not match the current etag %q; read the twin again and retry", want, current), false
 }
 

@@ -123,36 +123,9 @@ func (e *ResultError) Error() string {
 	return fmt.Sprintf("%d %s: %s", e.Result.Status, e.Result.Code, e.Result.Message)
 }
 
-// IoT Hub error codes: name, HTTP status and the numeric code devices see in
-// MQTT error bodies (reference §4.4).
-var errorCodes = map[string]int{
-	"ArgumentInvalid":             400004,
-	"ArgumentNull":                400005,
-	"IotHubUnauthorizedAccess":    401002,
-	"DeviceNotFound":              404001,
-	"DeviceAlreadyExists":         409001,
-	"ModuleNotFound":              404010,
-	"ModuleAlreadyExistsOnDevice": 409301,
-	"PreconditionFailed":          412001,
-	"MessageTooLarge":             413001,
-	"ThrottlingException":         429001,
-	"ServerError":                 500001,
-	"ServiceUnavailable":          503001,
-	"GatewayTimeout":              504101,
-}
-
-// NumericCode returns IoT Hub's numeric error code for an error code name
-// (e.g. 404001 for DeviceNotFound), or status*1000+1 for unknown names.
-func NumericCode(code string, status int) int {
-	if n, ok := errorCodes[code]; ok {
-		return n
-	}
-	return status*1000 + 1
-}
-
 // Failure builds a failed Result.
-func Failure(commandID string, status int, code, format string, args ...any) Result {
-	return Result{CommandID: commandID, Status: status, Code: code, Message: fmt.Sprintf(format, args...)}
+func Failure(commandID string, code ErrorCode, format string, args ...any) Result {
+	return Result{CommandID: commandID, Status: code.Status, Code: code.Name, Message: fmt.Sprintf(format, args...)}
 }
 
 // Change-event operations.

@@ -3,7 +3,6 @@ package pipeline
 import (
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"strings"
 	"time"
 
@@ -62,16 +61,16 @@ func entityNoun(entity string) string {
 
 func notFound(cmd Command) Result {
 	if IsModule(cmd.DeviceID) {
-		return Failure(cmd.ID, http.StatusNotFound, "ModuleNotFound", "%s does not exist", entityNoun(cmd.DeviceID))
+		return Failure(cmd.ID, CodeModuleNotFound, "%s does not exist", entityNoun(cmd.DeviceID))
 	}
-	return Failure(cmd.ID, http.StatusNotFound, "DeviceNotFound", "%s does not exist", entityNoun(cmd.DeviceID))
+	return Failure(cmd.ID, CodeDeviceNotFound, "%s does not exist", entityNoun(cmd.DeviceID))
 }
 
 func alreadyExists(cmd Command) Result {
 	if IsModule(cmd.DeviceID) {
-		return Failure(cmd.ID, http.StatusConflict, "ModuleAlreadyExistsOnDevice", "%s already exists", entityNoun(cmd.DeviceID))
+		return Failure(cmd.ID, CodeModuleAlreadyExistsOnDevice, "%s already exists", entityNoun(cmd.DeviceID))
 	}
-	return Failure(cmd.ID, http.StatusConflict, "DeviceAlreadyExists", "%s already exists", entityNoun(cmd.DeviceID))
+	return Failure(cmd.ID, CodeDeviceAlreadyExists, "%s already exists", entityNoun(cmd.DeviceID))
 }
 
 // ModuleDocument is a module identity in IoT Hub's registry shape

@@ -170,7 +170,7 @@ func New(cfg Config, commands Commands, records Records, ready func() bool, metr
 
 	a.handle("GET /healthz", "healthz", func(w http.ResponseWriter, r *http.Request) {
 		if !ready() {
-			writeError(w, http.StatusServiceUnavailable, "ServiceUnavailable", "starting")
+			writeError(w, pipeline.CodeServiceUnavailable, "starting")
 			return
 		}
 		w.Header().Set("Content-Type", "text/plain")
@@ -205,7 +205,7 @@ func New(cfg Config, commands Commands, records Records, ready func() bool, metr
 	a.handle("POST /jobs/v2/{jobId}/cancel", "job_cancel", a.cancelJob)
 	a.handle("GET /jobs/v2/query", "job_query", a.queryJobs)
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "NotFound", fmt.Sprintf("no API at %s %s", r.Method, r.URL.Path))
+		writeError(w, pipeline.CodeNotFound, fmt.Sprintf("no API at %s %s", r.Method, r.URL.Path))
 	})
 	return a
 }
@@ -260,7 +260,7 @@ func (a *API) authorize(w http.ResponseWriter, r *http.Request, route string) bo
 	fail := func(reason, msg string) bool {
 		a.authFail.WithLabelValues(reason).Inc()
 		a.log.Warn("refused an API request", "route", route, "remote", r.RemoteAddr, "reason", reason)
-		writeError(w, http.StatusUnauthorized, "IotHubUnauthorizedAccess", msg)
+		writeError(w, pipeline.CodeUnauthorized, msg)
 		return false
 	}
 	header := r.Header.Get("Authorization")
@@ -338,14 +338,14 @@ func (a *API) do(w http.ResponseWriter, r *http.Request, cmd pipeline.Command) b
 	res, err := a.commands.Do(r.Context(), cmd)
 	switch {
 	case errors.Is(err, pipeline.ErrTimeout):
-		writeError(w, http.StatusGatewayTimeout, "GatewayTimeout", err.Error())
+		writeError(w, pipeline.CodeGatewayTimeout, err.Error())
 		return false
 	case err != nil:
 		a.log.Error("submitting a command failed", "kind", cmd.Kind, "device", cmd.DeviceID, "err", err)
-		writeError(w, http.StatusServiceUnavailable, "ServiceUnavailable", "the hub could not store the request; retry")
+		writeError(w, pipeline.CodeServiceUnavailable, "the hub could not store the request; retry")
 		return false
 	case !res.OK():
-		writeError(w, res.Status, res.Code, res.Message)
+		writeFailure(w, res.Status, res.Code, res.Message)
 		return false
 	}
 	if res.Status == http.StatusNoContent || len(res.Body) == 0 {
@@ -361,13 +361,13 @@ func (a *API) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	var tooBig *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooBig):
-		writeError(w, http.StatusRequestEntityTooLarge, "MessageTooLarge", fmt.Sprintf("request body exceeds %d bytes", tooBig.Limit))
+		writeError(w, pipeline.CodeMessageTooLarge, fmt.Sprintf("request body exceeds %d bytes", tooBig.Limit))
 		return nil, false
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		writeError(w, http.StatusRequestTimeout, "RequestTimeout", fmt.Sprintf("the request body did not arrive within %s; send it at once", a.cfg.ReadTimeout))
+		writeError(w, pipeline.CodeRequestTimeout, fmt.Sprintf("the request body did not arrive within %s; send it at once", a.cfg.ReadTimeout))
 		return nil, false
 	case err != nil:
-		writeError(w, http.StatusBadRequest, "ArgumentInvalid", "reading the request body: "+err.Error())
+		writeError(w, pipeline.CodeArgumentInvalid, "reading the request body: "+err.Error())
 		return nil, false
 	}
 	return b, true
@@ -417,7 +417,7 @@ func ifMatch(w http.ResponseWriter, r *http.Request) (value string, present, ok 
 		return "", false, true
 	}
 	if matchesNothing(values) {
-		writeError(w, http.StatusPreconditionFailed, "PreconditionFailed",
+		writeError(w, pipeline.CodePreconditionFailed,
 			`If-Match names no etag ("" matches nothing); send the etag of the twin or device, or "*" for any`)
 		return "", true, false
 	}
@@ -451,7 +451,7 @@ func (a *API) listDevices(w http.ResponseWriter, r *http.Request) {
 	if top := r.URL.Query().Get("top"); top != "" {
 		n, err := strconv.Atoi(top)
 		if err != nil || n < 1 {
-			writeError(w, http.StatusBadRequest, "ArgumentInvalid", fmt.Sprintf("top must be a positive integer, got %q", top))
+			writeError(w, pipeline.CodeArgumentInvalid, fmt.Sprintf("top must be a positive integer, got %q", top))
 			return
 		}
 		limit = min(n, limit)
@@ -459,7 +459,7 @@ func (a *API) listDevices(w http.ResponseWriter, r *http.Request) {
 	recs, err := a.records.List(r.Context(), limit)
 	if err != nil {
 		a.log.Error("listing devices failed", "err", err)
-		writeError(w, http.StatusServiceUnavailable, "ServiceUnavailable", "listing devices failed; retry")
+		writeError(w, pipeline.CodeServiceUnavailable, "listing devices failed; retry")
 		return
 	}
 	docs := make([]pipeline.DeviceDocument, 0, len(recs))
@@ -499,7 +499,7 @@ func (a *API) record(w http.ResponseWriter, r *http.Request) (*pipeline.Record, 
 	}
 	if err != nil {
 		a.log.Error("reading a twin record failed", "device", id, "err", err)
-		writeError(w, http.StatusServiceUnavailable, "ServiceUnavailable", "reading the twin failed; retry")
+		writeError(w, pipeline.CodeServiceUnavailable, "reading the twin failed; retry")
 		return nil, false
 	}
 	return rec, true
@@ -529,9 +529,14 @@ func writeJSON(w http.ResponseWriter, status int, body []byte) {
 	w.Write(body)
 }
 
-// writeError writes IoT Hub's error body: {"Message":"ErrorCode:<Code>;<text>",
+// writeError answers with one of IoT Hub's errors (writeFailure's body).
+func writeError(w http.ResponseWriter, code pipeline.ErrorCode, msg string) {
+	writeFailure(w, code.Status, code.Name, msg)
+}
+
+// writeFailure writes IoT Hub's error body: {"Message":"ErrorCode:<Code>;<text>",
 // "ExceptionMessage":"Tracking ID:…"} with the iothub-errorcode header.
-func writeError(w http.ResponseWriter, status int, code, msg string) {
+func writeFailure(w http.ResponseWriter, status int, code, msg string) {
 	now := time.Now().UTC()
 	b, _ := json.Marshal(struct {
 		Message          string

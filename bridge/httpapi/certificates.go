@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/twinhub/twinhub/bridge/certs"
+	"github.com/twinhub/twinhub/pipeline"
 )
 
 // Certificates is the registry of X.509 CA certificates; *certs.Store
@@ -65,7 +66,7 @@ func (a *API) ServeCertificates(c Certificates) {
 			return
 		}
 		if body.Properties.Certificate == "" {
-			writeError(w, http.StatusBadRequest, "ArgumentInvalid", `the body must be {"properties":{"certificate":"<PEM of the CA certificate>"}}`)
+			writeError(w, pipeline.CodeArgumentInvalid, `the body must be {"properties":{"certificate":"<PEM of the CA certificate>"}}`)
 			return
 		}
 		ca, err := c.Put(r.Context(), r.PathValue("name"), body.Properties.Certificate, body.Properties.IsVerified, present, m, time.Now())
@@ -99,7 +100,7 @@ func (a *API) ServeCertificates(c Certificates) {
 			return
 		}
 		if body.Certificate == "" {
-			writeError(w, http.StatusBadRequest, "ArgumentInvalid",
+			writeError(w, pipeline.CodeArgumentInvalid,
 				`the body must be {"certificate":"<PEM of a certificate signed by the CA whose CN is the verification code>"}`)
 			return
 		}
@@ -115,7 +116,7 @@ func (a *API) certificateBody(w http.ResponseWriter, r *http.Request, v any) (ma
 		return "", false, false
 	}
 	if err := json.Unmarshal(b, v); err != nil {
-		writeError(w, http.StatusBadRequest, "ArgumentInvalid", "the body is not the expected JSON: "+err.Error())
+		writeError(w, pipeline.CodeArgumentInvalid, "the body is not the expected JSON: "+err.Error())
 		return "", false, false
 	}
 	return ifMatch(w, r)
@@ -169,17 +170,17 @@ func (a *API) writeCertificate(w http.ResponseWriter, r *http.Request, ca *certs
 func (a *API) certificateError(w http.ResponseWriter, name string, err error) {
 	switch {
 	case errors.Is(err, certs.ErrInvalid):
-		writeError(w, http.StatusBadRequest, "ArgumentInvalid", err.Error())
+		writeError(w, pipeline.CodeArgumentInvalid, err.Error())
 	case errors.Is(err, certs.ErrNotFound):
-		writeError(w, http.StatusNotFound, "CertificateNotFound", fmt.Sprintf("CA certificate %q does not exist", name))
+		writeError(w, pipeline.CodeCertificateNotFound, fmt.Sprintf("CA certificate %q does not exist", name))
 	case errors.Is(err, certs.ErrExists):
-		writeError(w, http.StatusConflict, "CertificateAlreadyExists",
+		writeError(w, pipeline.CodeCertificateAlreadyExists,
 			fmt.Sprintf("CA certificate %q exists; to replace it send If-Match with its etag (or \"*\")", name))
 	case errors.Is(err, certs.ErrEtag):
-		writeError(w, http.StatusPreconditionFailed, "PreconditionFailed",
+		writeError(w, pipeline.CodePreconditionFailed,
 			fmt.Sprintf("If-Match does not match CA certificate %q's etag; read it again and retry", name))
 	default:
 		a.log.Error("a CA certificate request failed", "name", name, "err", err)
-		writeError(w, http.StatusServiceUnavailable, "ServiceUnavailable", "the hub could not read or store the CA certificate; retry")
+		writeError(w, pipeline.CodeServiceUnavailable, "the hub could not read or store the CA certificate; retry")
 	}
 }

@@ -175,7 +175,7 @@ func parseFeedRequest(w http.ResponseWriter, r *http.Request) (feedRequest, bool
 	q := r.URL.Query()
 	f := feedRequest{deviceID: q.Get("deviceId"), prefix: q.Get("deviceIdPrefix")}
 	bad := func(format string, args ...any) (feedRequest, bool) {
-		writeError(w, http.StatusBadRequest, "ArgumentInvalid", fmt.Sprintf(format, args...))
+		writeError(w, pipeline.CodeArgumentInvalid, fmt.Sprintf(format, args...))
 		return feedRequest{}, false
 	}
 	if f.deviceID != "" && f.prefix != "" {
@@ -241,7 +241,7 @@ type feedEnd struct {
 func (a *API) events(w http.ResponseWriter, r *http.Request) {
 	js := a.cfg.Events
 	if js == nil {
-		writeError(w, http.StatusServiceUnavailable, "ServiceUnavailable", "the change feed is not served by this instance")
+		writeError(w, pipeline.CodeServiceUnavailable, "the change feed is not served by this instance")
 		return
 	}
 	req, ok := parseFeedRequest(w, r)
@@ -250,7 +250,7 @@ func (a *API) events(w http.ResponseWriter, r *http.Request) {
 	}
 	stop, ok := a.feeds.add(a.cfg.Feed.MaxFeeds)
 	if !ok {
-		writeError(w, http.StatusServiceUnavailable, "ServiceUnavailable",
+		writeError(w, pipeline.CodeServiceUnavailable,
 			fmt.Sprintf("%d change feeds are open, the most this hub serves, or it is shutting down; retry later", a.cfg.Feed.MaxFeeds))
 		return
 	}
@@ -415,7 +415,7 @@ func (a *API) feedOpenFailed(w http.ResponseWriter, err error) {
 		return // the client left
 	}
 	a.log.Warn("opening a change feed failed", "err", err)
-	writeError(w, http.StatusServiceUnavailable, "ServiceUnavailable",
+	writeError(w, pipeline.CodeServiceUnavailable,
 		"reading the change stream failed; retry (check that NATS JetStream is up): "+err.Error())
 }
 

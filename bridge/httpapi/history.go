@@ -39,7 +39,7 @@ type historyPage struct {
 // twinHistory serves GET /twins/{id}/history?from=&to=&limit=&continuationToken=.
 func (a *API) twinHistory(w http.ResponseWriter, r *http.Request) {
 	if a.cfg.History == nil {
-		writeError(w, http.StatusServiceUnavailable, "ServiceUnavailable", historyOff)
+		writeError(w, pipeline.CodeServiceUnavailable, historyOff)
 		return
 	}
 	id := r.PathValue("id")
@@ -55,11 +55,11 @@ func (a *API) twinHistory(w http.ResponseWriter, r *http.Request) {
 	if v := params.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil {
-			writeError(w, http.StatusBadRequest, "ArgumentInvalid", fmt.Sprintf("limit must be an integer, got %q", v))
+			writeError(w, pipeline.CodeArgumentInvalid, fmt.Sprintf("limit must be an integer, got %q", v))
 			return
 		}
 		if n < 1 {
-			writeError(w, http.StatusBadRequest, "ArgumentInvalid", fmt.Sprintf("limit must be positive, got %d", n))
+			writeError(w, pipeline.CodeArgumentInvalid, fmt.Sprintf("limit must be positive, got %d", n))
 			return
 		}
 		q.Limit = n
@@ -71,7 +71,7 @@ func (a *API) twinHistory(w http.ResponseWriter, r *http.Request) {
 	if token != "" {
 		n, err := strconv.ParseUint(token, 10, 64)
 		if err != nil || n == 0 {
-			writeError(w, http.StatusBadRequest, "ArgumentInvalid", fmt.Sprintf("continuationToken %q is not one this API returned", token))
+			writeError(w, pipeline.CodeArgumentInvalid, fmt.Sprintf("continuationToken %q is not one this API returned", token))
 			return
 		}
 		q.Before = n
@@ -95,13 +95,13 @@ func (a *API) twinHistory(w http.ResponseWriter, r *http.Request) {
 // twinAsOf serves GET /twins/{id}?asOf=<RFC 3339 time>: the twin as it was then.
 func (a *API) twinAsOf(w http.ResponseWriter, r *http.Request) {
 	if a.cfg.History == nil {
-		writeError(w, http.StatusServiceUnavailable, "ServiceUnavailable", historyOff)
+		writeError(w, pipeline.CodeServiceUnavailable, historyOff)
 		return
 	}
 	id := r.PathValue("id")
 	v := r.URL.Query().Get("asOf")
 	if v == "" {
-		writeError(w, http.StatusBadRequest, "ArgumentInvalid", "asOf must be an RFC 3339 time, e.g. 2026-01-02T15:04:05Z")
+		writeError(w, pipeline.CodeArgumentInvalid, "asOf must be an RFC 3339 time, e.g. 2026-01-02T15:04:05Z")
 		return
 	}
 	at, ok := parseTime(w, "asOf", v)
@@ -125,12 +125,12 @@ func (a *API) historyError(w http.ResponseWriter, id string, err error) bool {
 	case err == nil:
 		return true
 	case errors.Is(err, pipeline.ErrInvalidQuery):
-		writeError(w, http.StatusBadRequest, "ArgumentInvalid", err.Error())
+		writeError(w, pipeline.CodeArgumentInvalid, err.Error())
 	case errors.Is(err, pipeline.ErrNotFound):
-		writeError(w, http.StatusNotFound, "DeviceNotFound", err.Error())
+		writeError(w, pipeline.CodeDeviceNotFound, err.Error())
 	default:
 		a.log.Warn("reading twin history failed", "device", id, "err", err)
-		writeError(w, http.StatusServiceUnavailable, "ServiceUnavailable", "reading the twin history failed; retry: "+err.Error())
+		writeError(w, pipeline.CodeServiceUnavailable, "reading the twin history failed; retry: "+err.Error())
 	}
 	return false
 }
@@ -142,7 +142,7 @@ func parseTime(w http.ResponseWriter, name, v string) (time.Time, bool) {
 	}
 	t, err := time.Parse(time.RFC3339Nano, v)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "ArgumentInvalid",
+		writeError(w, pipeline.CodeArgumentInvalid,
 			fmt.Sprintf("%s %q is not an RFC 3339 time, e.g. 2026-01-02T15:04:05Z or 2026-01-02T15:04:05.1234567+01:00", name, v))
 		return time.Time{}, false
 	}

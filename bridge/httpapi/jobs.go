@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/twinhub/twinhub/pipeline"
 	"github.com/twinhub/twinhub/pipeline/jobs"
 )
 
@@ -24,7 +25,7 @@ var _ Jobs = (*jobs.Store)(nil)
 // jobsAvailable answers 503 when the hub runs no jobs.
 func (a *API) jobsAvailable(w http.ResponseWriter) bool {
 	if a.cfg.Jobs == nil {
-		writeError(w, http.StatusServiceUnavailable, "ServiceUnavailable", "jobs are not available on this hub")
+		writeError(w, pipeline.CodeServiceUnavailable, "jobs are not available on this hub")
 		return false
 	}
 	return true
@@ -41,12 +42,12 @@ func (a *API) putJob(w http.ResponseWriter, r *http.Request) {
 	}
 	j, err := jobs.NewJob(r.PathValue("jobId"), body, time.Now())
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "ArgumentInvalid", err.Error())
+		writeError(w, pipeline.CodeArgumentInvalid, err.Error())
 		return
 	}
 	switch err := a.cfg.Jobs.Create(r.Context(), j); {
 	case errors.Is(err, jobs.ErrExists):
-		writeError(w, http.StatusConflict, "JobAlreadyExists", fmt.Sprintf("job %q exists; job IDs are not reused", j.JobID))
+		writeError(w, pipeline.CodeJobAlreadyExists, fmt.Sprintf("job %q exists; job IDs are not reused", j.JobID))
 		return
 	case err != nil:
 		a.jobFailed(w, "storing", j.JobID, err)
@@ -102,11 +103,11 @@ func (a *API) queryJobs(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) jobFailed(w http.ResponseWriter, doing, jobID string, err error) {
 	if errors.Is(err, jobs.ErrNotFound) {
-		writeError(w, http.StatusNotFound, "JobNotFound", fmt.Sprintf("job %q does not exist", jobID))
+		writeError(w, pipeline.CodeJobNotFound, fmt.Sprintf("job %q does not exist", jobID))
 		return
 	}
 	a.log.Error(doing+" a job failed", "job", jobID, "err", err)
-	writeError(w, http.StatusServiceUnavailable, "ServiceUnavailable", doing+" the job failed; retry")
+	writeError(w, pipeline.CodeServiceUnavailable, doing+" the job failed; retry")
 }
 
 func writeJob(w http.ResponseWriter, j *jobs.Job) {

@@ -28,7 +28,7 @@ func entity(w http.ResponseWriter, r *http.Request) (string, bool) {
 		err = errors.New("device and module IDs may not contain '/'")
 	}
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "ArgumentInvalid", err.Error())
+		writeError(w, pipeline.CodeArgumentInvalid, err.Error())
 		return "", false
 	}
 	if mid != "" {
@@ -41,10 +41,10 @@ func entity(w http.ResponseWriter, r *http.Request) (string, bool) {
 func writeNotFound(w http.ResponseWriter, entity string) {
 	device, module := pipeline.SplitEntity(entity)
 	if module != "" {
-		writeError(w, http.StatusNotFound, "ModuleNotFound", fmt.Sprintf("module %q of device %q does not exist", module, device))
+		writeError(w, pipeline.CodeModuleNotFound, fmt.Sprintf("module %q of device %q does not exist", module, device))
 		return
 	}
-	writeError(w, http.StatusNotFound, "DeviceNotFound", fmt.Sprintf("device %q does not exist", device))
+	writeError(w, pipeline.CodeDeviceNotFound, fmt.Sprintf("device %q does not exist", device))
 }
 
 // putModule creates or updates a module identity, which needs its device.
@@ -60,7 +60,7 @@ func (a *API) putModule(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		a.log.Error("reading a device record failed", "device", device, "err", err)
-		writeError(w, http.StatusServiceUnavailable, "ServiceUnavailable", "reading the device failed; retry")
+		writeError(w, pipeline.CodeServiceUnavailable, "reading the device failed; retry")
 		return
 	}
 	a.putDevice(w, r)
@@ -76,7 +76,7 @@ func (a *API) listModules(w http.ResponseWriter, r *http.Request) {
 	mods, err := a.modules(r.Context(), rec.Twin.DeviceID)
 	if err != nil {
 		a.log.Error("listing modules failed", "device", rec.Twin.DeviceID, "err", err)
-		writeError(w, http.StatusServiceUnavailable, "ServiceUnavailable", "listing modules failed; retry")
+		writeError(w, pipeline.CodeServiceUnavailable, "listing modules failed; retry")
 		return
 	}
 	docs := make([]pipeline.ModuleDocument, 0, len(mods))

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+
+	"github.com/twinhub/twinhub/pipeline"
 )
 
 // Querier answers twin queries for POST /devices/query; cmd/twinhub adapts
@@ -52,7 +54,7 @@ var ErrBadQuery = errors.New("bad query request")
 // x-ms-item-type and (but on the last page) x-ms-continuation out.
 func (a *API) query(w http.ResponseWriter, r *http.Request) {
 	if a.cfg.Querier == nil {
-		writeError(w, http.StatusServiceUnavailable, "ServiceUnavailable", "twin queries are not available on this hub")
+		writeError(w, pipeline.CodeServiceUnavailable, "twin queries are not available on this hub")
 		return
 	}
 	body, ok := a.readBody(w, r)
@@ -63,14 +65,14 @@ func (a *API) query(w http.ResponseWriter, r *http.Request) {
 		Query *string `json:"query"`
 	}
 	if err := json.Unmarshal(body, &req); err != nil || req.Query == nil {
-		writeError(w, http.StatusBadRequest, "ArgumentInvalid", `the body must be a JSON object {"query":"SELECT … FROM devices …"}`)
+		writeError(w, pipeline.CodeArgumentInvalid, `the body must be a JSON object {"query":"SELECT … FROM devices …"}`)
 		return
 	}
 	size := 0
 	if v := r.Header.Get("x-ms-max-item-count"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 {
-			writeError(w, http.StatusBadRequest, "ArgumentInvalid", fmt.Sprintf("x-ms-max-item-count must be a positive integer, got %q", v))
+			writeError(w, pipeline.CodeArgumentInvalid, fmt.Sprintf("x-ms-max-item-count must be a positive integer, got %q", v))
 			return
 		}
 		size = min(n, MaxQueryPageSize)
@@ -78,11 +80,11 @@ func (a *API) query(w http.ResponseWriter, r *http.Request) {
 	page, err := a.cfg.Querier.Query(r.Context(), QueryRequest{Query: *req.Query, PageSize: size, Continuation: r.Header.Get("x-ms-continuation")})
 	switch {
 	case errors.Is(err, ErrBadQuery):
-		writeError(w, http.StatusBadRequest, "ArgumentInvalid", err.Error())
+		writeError(w, pipeline.CodeArgumentInvalid, err.Error())
 		return
 	case err != nil:
 		a.log.Warn("a twin query failed", "err", err)
-		writeError(w, http.StatusServiceUnavailable, "ServiceUnavailable", err.Error())
+		writeError(w, pipeline.CodeServiceUnavailable, err.Error())
 		return
 	}
 	itemType := "raw"

@@ -30,7 +30,7 @@ type rolloutPage struct {
 func (a *API) rollout(w http.ResponseWriter, r *http.Request) {
 	ro, ok := a.cfg.History.(Rollouts)
 	if !ok {
-		writeError(w, http.StatusServiceUnavailable, "ServiceUnavailable", historyOff)
+		writeError(w, pipeline.CodeServiceUnavailable, historyOff)
 		return
 	}
 	params := r.URL.Query()
@@ -50,7 +50,7 @@ func (a *API) rollout(w http.ResponseWriter, r *http.Request) {
 	if v := params.Get("points"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil {
-			writeError(w, http.StatusBadRequest, "ArgumentInvalid", fmt.Sprintf("points must be an integer, got %q", v))
+			writeError(w, pipeline.CodeArgumentInvalid, fmt.Sprintf("points must be an integer, got %q", v))
 			return
 		}
 		q.Points = n

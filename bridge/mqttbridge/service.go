@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -161,24 +160,24 @@ func (s *Service) HandlePublish(ctx context.Context, clientID, topic string, pay
 	case errors.As(err, &terr):
 		s.metrics.requests.WithLabelValues("unknown", "rejected").Inc()
 		s.answerError(Request{DeviceID: terr.DeviceID, RID: terr.RID, Azure: strings.HasPrefix(topic, "$iothub/")},
-			http.StatusBadRequest, "ArgumentInvalid", terr.Error())
+			pipeline.CodeArgumentInvalid, terr.Error())
 		return Accepted
 	}
 	op := opName(req.Op)
 	if len(payload) > s.cfg.MaxPayload {
 		s.metrics.requests.WithLabelValues(op, "rejected").Inc()
-		s.answerError(req, http.StatusRequestEntityTooLarge, "MessageTooLarge",
+		s.answerError(req, pipeline.CodeMessageTooLarge,
 			"payload is "+itoa(len(payload))+" bytes; the limit is "+itoa(s.cfg.MaxPayload))
 		return Accepted
 	}
 	if s.inFlight.Load() >= s.cfg.MaxInFlight {
 		s.metrics.requests.WithLabelValues(op, "throttled").Inc()
-		s.answerError(req, http.StatusTooManyRequests, "ThrottlingException", "too many twin requests in flight; retry later")
+		s.answerError(req, pipeline.CodeThrottling, "too many twin requests in flight; retry later")
 		return Accepted
 	}
 	if !s.perDevice.acquire(req.DeviceID) {
 		s.metrics.requests.WithLabelValues(op, "throttled").Inc()
-		s.answerError(req, http.StatusTooManyRequests, "ThrottlingException",
+		s.answerError(req, pipeline.CodeThrottling,
 			"this device has "+itoa(s.cfg.MaxInFlightPerDevice)+" twin requests in flight, the limit; wait for their responses and retry")
 		return Accepted
 	}
@@ -211,7 +210,7 @@ func (s *Service) HandlePublish(ctx context.Context, clientID, topic string, pay
 		release()
 		s.metrics.requests.WithLabelValues(op, "error").Inc()
 		s.log.Error("storing a device request failed; the publish is not acknowledged", "device", req.DeviceID, "err", err)
-		s.answerError(req, http.StatusServiceUnavailable, "ServiceUnavailable", "the hub could not store the request; retry")
+		s.answerError(req, pipeline.CodeServiceUnavailable, "the hub could not store the request; retry")
 		return Failed
 	}
 	return Accepted
@@ -221,7 +220,7 @@ func (s *Service) HandlePublish(ctx context.Context, clientID, topic string, pay
 func (s *Service) finish(req Request, op string, start time.Time, res pipeline.Result, err error) {
 	if err != nil {
 		s.metrics.requests.WithLabelValues(op, "error").Inc()
-		s.answerError(req, http.StatusGatewayTimeout, "GatewayTimeout", err.Error())
+		s.answerError(req, pipeline.CodeGatewayTimeout, err.Error())
 		return
 	}
 	s.answer(req, res)
@@ -250,7 +249,7 @@ func (s *Service) respondAll() {
 
 func (s *Service) answer(req Request, res pipeline.Result) {
 	if !res.OK() {
-		s.answerError(req, res.Status, res.Code, res.Message)
+		s.answerFailed(req, res.Status, res.Code, res.Message)
 		return
 	}
 	var version int64
@@ -260,11 +259,18 @@ func (s *Service) answer(req Request, res pipeline.Result) {
 	s.respond(req, req.ResponseTopic(res.Status, version), res.Body)
 }
 
-func (s *Service) answerError(req Request, status int, code, msg string) {
+// answerError answers a request the edge refuses with an IoT Hub error.
+func (s *Service) answerError(req Request, code pipeline.ErrorCode, msg string) {
+	s.answerFailed(req, code.Status, code.Name, msg)
+}
+
+// answerFailed answers a request that failed with status and the IoT Hub
+// error code name (a failed command's result).
+func (s *Service) answerFailed(req Request, status int, name, msg string) {
 	if req.DeviceID == "" || strings.ContainsAny(req.DeviceID, "+#") {
 		return // nowhere to answer
 	}
-	body := ErrorBody(pipeline.NumericCode(code, status), msg, req.RID, time.Now())
+	body := ErrorBody(pipeline.NumericCode(name, status), msg, req.RID, time.Now())
 	s.respond(req, req.ResponseTopic(status, 0), body)
 }
 

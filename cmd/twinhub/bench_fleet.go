@@ -50,7 +50,7 @@ func createFleet(ctx context.Context, api *apiClient, ids []string) ([]string, e
 	keys := make([]string, len(ids))
 	err := parallel(len(ids), 16, func(i int) error {
 		b, err := api.call(ctx, http.MethodPut, "/devices/"+ids[i], nil, nil)
-		if err != nil && !strings.Contains(err.Error(), "DeviceAlreadyExists") {
+		if err != nil && !strings.Contains(err.Error(), pipeline.CodeDeviceAlreadyExists.Name) {
 			return err
 		}
 		if b == nil || api.cred.SharedAccessKey == "" {
