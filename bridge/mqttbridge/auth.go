@@ -140,11 +140,8 @@ func (a *Auth) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	rec, err := a.records.Get(ctx, deviceID)
-	if err != nil {
-		if !errors.Is(err, pipeline.ErrNotFound) {
-			a.log.Error("reading a device record to authenticate it failed", "device", deviceID, "err", err)
-		}
+	rec, ok := a.deviceRecord(ctx, deviceID)
+	if !ok {
 		return fail("unknown_device")
 	}
 	if rec.Identity.AuthType() != pipeline.AuthSAS {
@@ -179,6 +176,19 @@ func (a *Auth) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 		}
 	}
 	return true
+}
+
+// deviceRecord reads the record of a device (or module) that connects; ok is
+// false when it does not exist or cannot be read (logged).
+func (a *Auth) deviceRecord(ctx context.Context, deviceID string) (*pipeline.Record, bool) {
+	rec, err := a.records.Get(ctx, deviceID)
+	if err != nil {
+		if !errors.Is(err, pipeline.ErrNotFound) {
+			a.log.Error("reading a device record to authenticate it failed", "device", deviceID, "err", err)
+		}
+		return nil, false
+	}
+	return rec, true
 }
 
 // OnSessionEstablished marks the twin connected, and follows the session

@@ -140,11 +140,8 @@ func (a *Auth) checkCertificate(ctx context.Context, rec *pipeline.Record, chain
 func (a *Auth) authenticateCertificate(cl *mqtt.Client, deviceID string, chain []*x509.Certificate, fail func(string) bool) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	rec, err := a.records.Get(ctx, deviceID)
-	if err != nil {
-		if !errors.Is(err, pipeline.ErrNotFound) {
-			a.log.Error("reading a device record to authenticate it failed", "device", deviceID, "err", err)
-		}
+	rec, ok := a.deviceRecord(ctx, deviceID)
+	if !ok {
 		return fail("unknown_device")
 	}
 	c, reason := a.checkCertificate(ctx, rec, chain, time.Now())
