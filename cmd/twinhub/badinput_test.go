@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twinhub/twinhub/bridge/mqttbridge"
+	"github.com/twinhub/twinhub/bridge/deviceclient"
 )
 
 func nested(depth int, leaf string) string {
@@ -145,7 +145,7 @@ func TestBadInputMQTT(t *testing.T) {
 			rctx, rcancel := context.WithTimeout(ctx, 20*time.Second)
 			defer rcancel()
 			status, _, body, err := dev.Request(rctx, c.topic, c.rid, []byte(c.payload), 1)
-			var de *mqttbridge.DeviceError
+			var de *deviceclient.Error
 			if !errors.As(err, &de) {
 				t.Fatalf("want an error response, got status %d err %v body %s", status, err, body)
 			}
@@ -155,7 +155,7 @@ func TestBadInputMQTT(t *testing.T) {
 		})
 	}
 	// A device that does not exist cannot even connect.
-	if ghost, err := mqttbridge.DialDevice(ctx, p.MQTT, "ghost", mqttbridge.DeviceOptions{Username: "ghost", Password: "SharedAccessSignature sr=localhost%2Fdevices%2Fghost&sig=AAAA&se=9999999999"}); err == nil {
+	if ghost, err := deviceclient.Dial(ctx, p.MQTT, "ghost", deviceclient.Options{Username: "ghost", Password: "SharedAccessSignature sr=localhost%2Fdevices%2Fghost&sig=AAAA&se=9999999999"}); err == nil {
 		ghost.Close()
 		t.Errorf("an unknown device connected")
 	}

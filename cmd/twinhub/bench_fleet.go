@@ -10,7 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/twinhub/twinhub/bridge/mqttbridge"
+	"github.com/twinhub/twinhub/bridge/deviceclient"
 	"github.com/twinhub/twinhub/bridge/sas"
 	"github.com/twinhub/twinhub/pipeline"
 )
@@ -84,15 +84,15 @@ func devicePassword(id, key string) string {
 }
 
 // dialFleet connects every device.
-func dialFleet(ctx context.Context, c benchConfig, ids, keys []string) ([]*mqttbridge.DeviceClient, error) {
-	devs := make([]*mqttbridge.DeviceClient, len(ids))
+func dialFleet(ctx context.Context, c benchConfig, ids, keys []string) ([]*deviceclient.Client, error) {
+	devs := make([]*deviceclient.Client, len(ids))
 	err := parallel(len(ids), 16, func(i int) error {
-		opts := mqttbridge.DeviceOptions{Username: ids[i], QoS: byte(c.qos), Password: devicePassword(ids[i], keys[i])}
+		opts := deviceclient.Options{Username: ids[i], QoS: byte(c.qos), Password: devicePassword(ids[i], keys[i])}
 		dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
 		// Devices spread over the brokers round robin (several instances).
 		urls := strings.Split(c.mqttURL, ",")
-		d, err := mqttbridge.DialDevice(dctx, urls[i%len(urls)], ids[i], opts)
+		d, err := deviceclient.Dial(dctx, urls[i%len(urls)], ids[i], opts)
 		devs[i] = d
 		return err
 	})

@@ -14,7 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/twinhub/twinhub/bridge/mqttbridge"
+	"github.com/twinhub/twinhub/bridge/deviceclient"
 )
 
 // getPause separates the GETs measured under load (over MQTT and over HTTP,
@@ -54,7 +54,7 @@ func (p *pacer) wait(ctx context.Context) bool {
 	return ctx.Err() == nil
 }
 
-func benchReported(ctx context.Context, c benchConfig, devs []*mqttbridge.DeviceClient, api *apiClient, nc *nats.Conn, out io.Writer) (reported, event, row, mqttGet, httpGet *stat) {
+func benchReported(ctx context.Context, c benchConfig, devs []*deviceclient.Client, api *apiClient, nc *nats.Conn, out io.Writer) (reported, event, row, mqttGet, httpGet *stat) {
 	reported = &stat{Name: fmt.Sprintf("reported update: publish → 204 (QoS %d)", c.qos)}
 	event = &stat{Name: "reported update: publish → change event"}
 	row = &stat{Name: "reported update: publish → ClickHouse row (1 in 50 sampled)"}
@@ -185,7 +185,7 @@ func benchReported(ctx context.Context, c benchConfig, devs []*mqttbridge.Device
 	return
 }
 
-func benchFanout(ctx context.Context, c benchConfig, devs []*mqttbridge.DeviceClient, api *apiClient) *stat {
+func benchFanout(ctx context.Context, c benchConfig, devs []*deviceclient.Client, api *apiClient) *stat {
 	s := &stat{Name: "desired fan-out: back-end PATCH → device receives"}
 	// Drain anything queued before the phase.
 	for _, d := range devs {

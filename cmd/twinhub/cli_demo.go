@@ -12,7 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/twinhub/twinhub/bridge/mqttbridge"
+	"github.com/twinhub/twinhub/bridge/deviceclient"
 	"github.com/twinhub/twinhub/bridge/sas"
 )
 
@@ -54,7 +54,7 @@ func newDemoCommand() *cobra.Command {
 			broker := fs.String("mqtt", "tcp://127.0.0.1:1883", "MQTT broker URL the demo devices connect to; mqtts://host:port connects over TLS")
 			ca := fs.String("ca", "", "with an mqtts:// --mqtt: CA certificates (PEM) to trust the broker with, e.g. <data-dir>/tls/ca.pem")
 			return func(ctx context.Context, api *apiClient, _ []string) error {
-				d := &demo{api: api, broker: *broker, devices: map[string]*mqttbridge.DeviceClient{}}
+				d := &demo{api: api, broker: *broker, devices: map[string]*deviceclient.Client{}}
 				var err error
 				if d.opts.TLS, err = brokerTLS(*broker, *ca); err != nil {
 					return err
@@ -80,8 +80,8 @@ func newDemoCommand() *cobra.Command {
 type demo struct {
 	api     *apiClient
 	broker  string
-	opts    mqttbridge.DeviceOptions // TLS only; the rest per device
-	devices map[string]*mqttbridge.DeviceClient
+	opts    deviceclient.Options // TLS only; the rest per device
+	devices map[string]*deviceclient.Client
 }
 
 func (d *demo) run(ctx context.Context) error {
@@ -250,7 +250,7 @@ func (d *demo) connect(ctx context.Context, id string) error {
 			return err
 		}
 	}
-	c, err := mqttbridge.DialDevice(ctx, d.broker, id, opts)
+	c, err := deviceclient.Dial(ctx, d.broker, id, opts)
 	if err != nil {
 		if strings.Contains(err.Error(), "unknown authority") {
 			return fmt.Errorf("connecting %s to %s: %w; trust the hub's local CA with --ca <data-dir>/tls/ca.pem", id, d.broker, err)

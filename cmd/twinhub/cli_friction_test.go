@@ -13,7 +13,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/twinhub/twinhub/bridge/mqttbridge"
+	"github.com/twinhub/twinhub/bridge/deviceclient"
 )
 
 // TestCLIFriction drives the client commands where a newcomer stumbled:
@@ -108,7 +108,7 @@ func TestCLIFriction(t *testing.T) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		dev, err := mqttbridge.DialDevice(ctx, p.MQTT, "alpha", mqttbridge.DeviceOptions{Username: "alpha", Password: strings.TrimSpace(tok)})
+		dev, err := deviceclient.Dial(ctx, p.MQTT, "alpha", deviceclient.Options{Username: "alpha", Password: strings.TrimSpace(tok)})
 		if err != nil {
 			t.Fatalf("a device connecting with sas-token --device's token: %v", err)
 		}

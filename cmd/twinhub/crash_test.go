@@ -11,7 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/twinhub/twinhub/bridge/mqttbridge"
+	"github.com/twinhub/twinhub/bridge/deviceclient"
 	"github.com/twinhub/twinhub/deploy/embedded"
 	"github.com/twinhub/twinhub/pipeline"
 	"github.com/twinhub/twinhub/pipeline/topology"
@@ -39,7 +39,7 @@ func TestCrashLosesNothingAcknowledged(t *testing.T) {
 		acked[i] = map[int]int64{}
 	}
 	nextSeq := make([]int, devices)
-	opts := make([]mqttbridge.DeviceOptions, devices)
+	opts := make([]deviceclient.Options, devices)
 	for i := range opts {
 		opts[i] = p.deviceOptions(t, fmt.Sprintf("crash-%02d", i))
 	}
@@ -53,7 +53,7 @@ func TestCrashLosesNothingAcknowledged(t *testing.T) {
 				defer wg.Done()
 				dctx, dcancel := context.WithTimeout(ctx, 20*time.Second)
 				defer dcancel()
-				dev, err := mqttbridge.DialDevice(dctx, p.MQTT, fmt.Sprintf("crash-%02d", i), opts[i])
+				dev, err := deviceclient.Dial(dctx, p.MQTT, fmt.Sprintf("crash-%02d", i), opts[i])
 				if err != nil {
 					t.Errorf("device %d: %v", i, err)
 					return

@@ -20,7 +20,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twinhub/twinhub/bridge/mqttbridge"
+	"github.com/twinhub/twinhub/bridge/deviceclient"
 	"github.com/twinhub/twinhub/deploy/embedded"
 )
 
@@ -158,13 +158,13 @@ func (m *mosquitto) kill() {
 
 // dialDevice connects a device to brokerURL (with credentials, when given)
 // and closes it when the test ends.
-func dialDevice(ctx context.Context, t *testing.T, brokerURL, deviceID string, opts ...mqttbridge.DeviceOptions) *mqttbridge.DeviceClient {
+func dialDevice(ctx context.Context, t *testing.T, brokerURL, deviceID string, opts ...deviceclient.Options) *deviceclient.Client {
 	t.Helper()
-	var o mqttbridge.DeviceOptions
+	var o deviceclient.Options
 	if len(opts) > 0 {
 		o = opts[0]
 	}
-	dev, err := mqttbridge.DialDevice(ctx, brokerURL, deviceID, o)
+	dev, err := deviceclient.Dial(ctx, brokerURL, deviceID, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +176,7 @@ func dialDevice(ctx context.Context, t *testing.T, brokerURL, deviceID string, o
 // is answered or timeout passes. A request published before the bridge
 // (re)subscribed is dropped by the broker and never answered, so this is how
 // a test waits for the bridge to be connected.
-func pollGetTwin(t *testing.T, dev *mqttbridge.DeviceClient, timeout time.Duration) []byte {
+func pollGetTwin(t *testing.T, dev *deviceclient.Client, timeout time.Duration) []byte {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	tries := 0
@@ -192,7 +192,7 @@ func pollGetTwin(t *testing.T, dev *mqttbridge.DeviceClient, timeout time.Durati
 		if time.Now().After(deadline) {
 			t.Fatalf("device GET not answered within %s (%d tries); last error: %v", timeout, tries, err)
 		}
-		var de *mqttbridge.DeviceError
+		var de *deviceclient.Error
 		if errors.As(err, &de) {
 			t.Fatalf("device GET answered with an error: %v", err)
 		}
@@ -201,7 +201,7 @@ func pollGetTwin(t *testing.T, dev *mqttbridge.DeviceClient, timeout time.Durati
 
 // expectDesired waits for the device's next desired notification and checks
 // it is exactly {"telemetryConfig":{"sendFrequency":freq},"$version":version}.
-func expectDesired(ctx context.Context, t *testing.T, dev *mqttbridge.DeviceClient, version int64, freq string) {
+func expectDesired(ctx context.Context, t *testing.T, dev *deviceclient.Client, version int64, freq string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
@@ -470,7 +470,7 @@ func TestExternalNATSAndTwoInstances(t *testing.T) {
 	const devices = 20
 	brokers := []string{a.MQTT, b.MQTT}
 	hubs := []*proc{a, b}
-	devs := make([]*mqttbridge.DeviceClient, devices)
+	devs := make([]*deviceclient.Client, devices)
 	for i := range devices {
 		id := fmt.Sprintf("both-%02d", i)
 		if r := hubs[i%2].call(t, "PUT", "/devices/"+id, ""); r.Status != 200 {
@@ -582,7 +582,7 @@ func TestExternalMosquittoTwoBridges(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	const devices = 8
-	devs := make([]*mqttbridge.DeviceClient, devices)
+	devs := make([]*deviceclient.Client, devices)
 	for i := range devs {
 		id := fmt.Sprintf("twob-%d", i)
 		if r := a.call(t, "PUT", "/devices/"+id, ""); r.Status != 200 {

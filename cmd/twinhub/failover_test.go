@@ -15,7 +15,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/twinhub/twinhub/bridge/mqttbridge"
+	"github.com/twinhub/twinhub/bridge/deviceclient"
 	chdeploy "github.com/twinhub/twinhub/deploy/clickhouse"
 	"github.com/twinhub/twinhub/deploy/natstest"
 	"github.com/twinhub/twinhub/pipeline"
@@ -167,7 +167,7 @@ type failoverLoad struct {
 	t    *testing.T
 	h    *failoverHub
 	ids  []string
-	opts []mqttbridge.DeviceOptions
+	opts []deviceclient.Options
 	// nextSeq numbers each device's reported patches (seq), and nextH the
 	// HTTP patches (h): every attempt gets a new number, so a change applied
 	// twice shows as a number found twice.
@@ -187,7 +187,7 @@ type failoverLoad struct {
 }
 
 func newFailoverLoad(t *testing.T, h *failoverHub) *failoverLoad {
-	l := &failoverLoad{t: t, h: h, opts: make([]mqttbridge.DeviceOptions, failoverDevices),
+	l := &failoverLoad{t: t, h: h, opts: make([]deviceclient.Options, failoverDevices),
 		nextSeq: make([]int, failoverDevices), patched: map[string]map[int]int64{}}
 	for i := range failoverDevices {
 		l.ids = append(l.ids, fmt.Sprintf("fo-%02d", i))
@@ -348,7 +348,7 @@ func (l *failoverLoad) step(name string, fault func()) {
 // other when its home is down), report, and on a dropped connection connect
 // again from the gateway list.
 func (l *failoverLoad) device(ctx context.Context, i int) {
-	var dev *mqttbridge.DeviceClient
+	var dev *deviceclient.Client
 	defer func() {
 		if dev != nil {
 			dev.Close()
@@ -363,7 +363,7 @@ func (l *failoverLoad) device(ctx context.Context, i int) {
 				continue
 			}
 			dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			d, err := mqttbridge.DialDevice(dctx, gw.MQTT, l.ids[i], l.opts[i])
+			d, err := deviceclient.Dial(dctx, gw.MQTT, l.ids[i], l.opts[i])
 			cancel()
 			if err != nil {
 				l.fail("connect")
@@ -389,12 +389,12 @@ func (l *failoverLoad) device(ctx context.Context, i int) {
 		if ctx.Err() != nil {
 			return
 		}
-		var de *mqttbridge.DeviceError
+		var de *deviceclient.Error
 		switch {
 		case errors.As(err, &de):
 			l.fail(fmt.Sprintf("mqtt %d", de.Status))
 			pause(ctx, 50*time.Millisecond) // a device backs off before it retries
-		case errors.Is(err, mqttbridge.ErrConnectionLost):
+		case errors.Is(err, deviceclient.ErrConnectionLost):
 			l.fail("mqtt connection lost")
 		case errors.Is(err, context.DeadlineExceeded):
 			l.fail("mqtt no answer in 20s")

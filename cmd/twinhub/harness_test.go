@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twinhub/twinhub/bridge/mqttbridge"
+	"github.com/twinhub/twinhub/bridge/deviceclient"
 	"github.com/twinhub/twinhub/bridge/sas"
 )
 
@@ -245,19 +245,19 @@ func (p *proc) deviceKey(t *testing.T, deviceID string) string {
 
 // deviceOptions returns MQTT credentials for a device: user name = device
 // ID, password = a SAS token signed with its primary key.
-func (p *proc) deviceOptions(t *testing.T, deviceID string) mqttbridge.DeviceOptions {
+func (p *proc) deviceOptions(t *testing.T, deviceID string) deviceclient.Options {
 	t.Helper()
 	tok, err := sas.New(sas.DeviceResource("localhost", deviceID), p.deviceKey(t, deviceID), "", time.Now().Add(time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return mqttbridge.DeviceOptions{Username: deviceID, Password: tok}
+	return deviceclient.Options{Username: deviceID, Password: tok}
 }
 
 // dialDevice connects a device to the embedded broker with its credentials.
-func (p *proc) dialDevice(t *testing.T, ctx context.Context, deviceID string) (*mqttbridge.DeviceClient, error) {
+func (p *proc) dialDevice(t *testing.T, ctx context.Context, deviceID string) (*deviceclient.Client, error) {
 	t.Helper()
-	return mqttbridge.DialDevice(ctx, p.MQTT, deviceID, p.deviceOptions(t, deviceID))
+	return deviceclient.Dial(ctx, p.MQTT, deviceID, p.deviceOptions(t, deviceID))
 }
 
 // call makes an API request signed with the owner policy (pass an

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twinhub/twinhub/bridge/mqttbridge"
+	"github.com/twinhub/twinhub/bridge/deviceclient"
 	"github.com/twinhub/twinhub/bridge/sas"
 )
 
@@ -139,7 +139,7 @@ func TestSecuritySASScope(t *testing.T) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		d, err := mqttbridge.DialDevice(ctx, p.MQTT, "sec-B", mqttbridge.DeviceOptions{Username: "hub.example.com/sec-B/?api-version=2021-04-12", Password: tok})
+		d, err := deviceclient.Dial(ctx, p.MQTT, "sec-B", deviceclient.Options{Username: "hub.example.com/sec-B/?api-version=2021-04-12", Password: tok})
 		if err != nil {
 			t.Fatalf("a device token from the printed connection string: %v", err)
 		}
@@ -150,7 +150,7 @@ func TestSecuritySASScope(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 		defer cancel()
 		connects := func(password string) error {
-			d, err := mqttbridge.DialDevice(ctx, p.MQTT, "sec-A", mqttbridge.DeviceOptions{Username: "localhost/sec-A/?api-version=2021-04-12", Password: password})
+			d, err := deviceclient.Dial(ctx, p.MQTT, "sec-A", deviceclient.Options{Username: "localhost/sec-A/?api-version=2021-04-12", Password: password})
 			if err == nil {
 				d.Close()
 			}

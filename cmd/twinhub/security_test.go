@@ -14,7 +14,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/twinhub/twinhub/bridge/mqttbridge"
+	"github.com/twinhub/twinhub/bridge/deviceclient"
 	"github.com/twinhub/twinhub/bridge/sas"
 )
 
@@ -156,7 +156,7 @@ func TestSecurityMQTT(t *testing.T) {
 	}
 	for _, c := range refused {
 		t.Run(c.name, func(t *testing.T) {
-			dev, err := mqttbridge.DialDevice(ctx, p.MQTT, c.user, mqttbridge.DeviceOptions{ClientID: c.client, Username: c.user, Password: c.password})
+			dev, err := deviceclient.Dial(ctx, p.MQTT, c.user, deviceclient.Options{ClientID: c.client, Username: c.user, Password: c.password})
 			if err == nil {
 				dev.Close()
 				t.Fatal("connected")
@@ -222,7 +222,7 @@ func TestSecurityMQTT(t *testing.T) {
 		key string
 		ok  bool
 	}{{newPrimary, true}, {secondaryA, true}, {oldPrimary, false}} {
-		d, err := mqttbridge.DialDevice(ctx, p.MQTT, "devA", mqttbridge.DeviceOptions{Username: "devA", Password: tok("devA", c.key, later)})
+		d, err := deviceclient.Dial(ctx, p.MQTT, "devA", deviceclient.Options{Username: "devA", Password: tok("devA", c.key, later)})
 		if (err == nil) != c.ok {
 			t.Errorf("after rotation, key ok=%v: err %v", c.ok, err)
 		}

@@ -15,7 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/twinhub/twinhub/bridge/mqttbridge"
+	"github.com/twinhub/twinhub/bridge/deviceclient"
 	"github.com/twinhub/twinhub/bridge/sas"
 	"github.com/twinhub/twinhub/pipeline/twin"
 )
@@ -63,7 +63,7 @@ func cmdDeviceSim(ctx context.Context, o simOptions, id string) error {
 	var err error
 	dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	opts := mqttbridge.DeviceOptions{Username: id}
+	opts := deviceclient.Options{Username: id}
 	if opts.TLS, err = brokerTLS(*broker, *o.ca); err != nil {
 		return err
 	}
@@ -84,7 +84,7 @@ func cmdDeviceSim(ctx context.Context, o simOptions, id string) error {
 			return err
 		}
 	}
-	dev, err := mqttbridge.DialDevice(dctx, *broker, id, opts)
+	dev, err := deviceclient.Dial(dctx, *broker, id, opts)
 	var unknownCA x509.UnknownAuthorityError
 	if errors.As(err, &unknownCA) || (err != nil && strings.Contains(err.Error(), "unknown authority")) {
 		return fmt.Errorf("%w; trust the hub's local CA with --ca %s", err, filepath.Join(*cf.dataDir, "tls", "ca.pem"))

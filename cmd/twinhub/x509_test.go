@@ -23,7 +23,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twinhub/twinhub/bridge/mqttbridge"
+	"github.com/twinhub/twinhub/bridge/deviceclient"
 	"github.com/twinhub/twinhub/bridge/sas"
 	"github.com/twinhub/twinhub/deploy/embedded"
 )
@@ -161,18 +161,18 @@ func (h *x509Hub) policyToken(t *testing.T, policy, resource string) string {
 
 // dial connects deviceID over broker (h.mqtts or h.wss) with a client
 // certificate and no password, with IoT Hub's user name.
-func (h *x509Hub) dial(t *testing.T, broker, deviceID string, cert tls.Certificate) (*mqttbridge.DeviceClient, error) {
+func (h *x509Hub) dial(t *testing.T, broker, deviceID string, cert tls.Certificate) (*deviceclient.Client, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	return mqttbridge.DialDevice(ctx, broker, deviceID, mqttbridge.DeviceOptions{
+	return deviceclient.Dial(ctx, broker, deviceID, deviceclient.Options{
 		Username: "localhost/" + deviceID + "/?api-version=2021-04-12",
 		TLS:      &tls.Config{RootCAs: h.roots, ServerName: "localhost", Certificates: []tls.Certificate{cert}},
 	})
 }
 
 // mustConnect connects and checks the device can read its twin and report.
-func (h *x509Hub) mustConnect(t *testing.T, broker, deviceID string, cert tls.Certificate) *mqttbridge.DeviceClient {
+func (h *x509Hub) mustConnect(t *testing.T, broker, deviceID string, cert tls.Certificate) *deviceclient.Client {
 	t.Helper()
 	d, err := h.dial(t, broker, deviceID, cert)
 	if err != nil {
@@ -282,7 +282,7 @@ func TestX509SelfSigned(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	tok := h.policyToken(t, "device", sas.DeviceResource("localhost", "x5self"))
-	if d, err := mqttbridge.DialDevice(ctx, h.MQTT, "x5self", mqttbridge.DeviceOptions{Username: "x5self", Password: tok}); err == nil {
+	if d, err := deviceclient.Dial(ctx, h.MQTT, "x5self", deviceclient.Options{Username: "x5self", Password: tok}); err == nil {
 		d.Close()
 		t.Error("the selfSigned device connected with a SAS token")
 	}
@@ -290,7 +290,7 @@ func TestX509SelfSigned(t *testing.T) {
 	h.call(t, "PUT", "/devices/x5sas", "")
 	h.mustRefuse(t, "a SAS device with a certificate", h.mqtts, "x5sas", first.tlsCertificate(), "auth_type")
 	// ... while it still connects with its token over the same listener.
-	if d, err := mqttbridge.DialDevice(ctx, h.mqtts, "x5sas", mqttbridge.DeviceOptions{Username: "x5sas",
+	if d, err := deviceclient.Dial(ctx, h.mqtts, "x5sas", deviceclient.Options{Username: "x5sas",
 		Password: h.deviceOptions(t, "x5sas").Password, TLS: &tls.Config{RootCAs: h.roots, ServerName: "localhost"}}); err != nil {
 		t.Errorf("a SAS device over MQTTS: %v", err)
 	} else {

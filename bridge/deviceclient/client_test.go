@@ -1,4 +1,4 @@
-package mqttbridge
+package deviceclient
 
 import (
 	"context"
@@ -8,8 +8,12 @@ import (
 	"testing"
 	"time"
 
+	"log/slog"
+
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/twinhub/twinhub/deploy/embedded"
 )
 
 // unansweredHook leaves every twin PATCH unacknowledged, as the hub does
@@ -47,17 +51,20 @@ func (h *unansweredHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.
 // while it waits, instead of waiting for its context.
 func TestDeviceRequestEnds(t *testing.T) {
 	for _, drop := range []bool{false, true} {
-		srv, addr := startBroker(t, 64)
-		if err := srv.AddHook(&unansweredHook{srv: srv, drop: drop}, nil); err != nil {
+		hook := &unansweredHook{drop: drop}
+		b, err := embedded.StartBroker(embedded.BrokerConfig{Addr: "127.0.0.1:0", AllowAnonymous: true,
+			Logger: slog.New(slog.DiscardHandler)}, hook)
+		if err != nil {
 			t.Fatal(err)
 		}
+		hook.srv = b.Server
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		dev, err := DialDevice(ctx, "tcp://"+addr, "d1", DeviceOptions{})
+		dev, err := Dial(ctx, "tcp://"+b.Addr(), "d1", Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		_, err = dev.Report(ctx, []byte(`{"a":1}`))
-		var de *DeviceError
+		var de *Error
 		switch {
 		case ctx.Err() != nil:
 			t.Errorf("drop %t: the request waited for its context: %v", drop, err)
@@ -68,5 +75,6 @@ func TestDeviceRequestEnds(t *testing.T) {
 		}
 		dev.Close()
 		cancel()
+		b.Close()
 	}
 }

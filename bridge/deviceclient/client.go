@@ -1,4 +1,4 @@
-package mqttbridge
+package deviceclient
 
 import (
 	"context"
@@ -14,12 +14,14 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/nats-io/nuid"
+
+	"github.com/twinhub/twinhub/bridge/mqttbridge"
 )
 
-// DeviceClient is the device side of the native topic scheme, over paho: it
+// Client is the device side of the native topic scheme, over paho: it
 // is what `twinhub device-sim`, the tests and the benchmarks use to act as a
 // device.
-type DeviceClient struct {
+type Client struct {
 	id      string
 	c       paho.Client
 	desired chan DesiredPatch
@@ -47,19 +49,19 @@ type response struct {
 // so a device reads its twin after it reconnects.
 var ErrConnectionLost = errors.New("the connection to the hub dropped before the response came; the request may or may not have been applied (GET the twin after reconnecting)")
 
-// DeviceError is an error response from the hub.
-type DeviceError struct {
+// Error is an error response from the hub.
+type Error struct {
 	Status    int
 	ErrorCode int    `json:"errorCode"`
 	Message   string `json:"message"`
 }
 
-func (e *DeviceError) Error() string {
+func (e *Error) Error() string {
 	return fmt.Sprintf("hub answered %d (errorCode %d): %s", e.Status, e.ErrorCode, e.Message)
 }
 
-// DeviceOptions tunes DialDevice.
-type DeviceOptions struct {
+// Options tunes Dial.
+type Options struct {
 	// ClientID defaults to the device ID.
 	ClientID string
 	// QoS of requests (default 1).
@@ -71,31 +73,31 @@ type DeviceOptions struct {
 	TLS *tls.Config
 }
 
-// DialDevice connects a device to the broker at brokerURL (tcp://host:port)
+// Dial connects a device to the broker at brokerURL (tcp://host:port)
 // and subscribes to its responses and desired notifications.
-func DialDevice(ctx context.Context, brokerURL, deviceID string, o DeviceOptions) (*DeviceClient, error) {
+func Dial(ctx context.Context, brokerURL, deviceID string, o Options) (*Client, error) {
 	if o.ClientID == "" {
 		o.ClientID = deviceID
 	}
 	if o.QoS == 0 {
 		o.QoS = 1
 	}
-	d := &DeviceClient{id: deviceID, desired: make(chan DesiredPatch, 256), waiters: make(map[string]chan response)}
+	d := &Client{id: deviceID, desired: make(chan DesiredPatch, 256), waiters: make(map[string]chan response)}
 	opts := paho.NewClientOptions().AddBroker(brokerURL).SetClientID(o.ClientID).
 		SetUsername(o.Username).SetPassword(o.Password).
 		SetCleanSession(true).SetAutoReconnect(true).SetConnectRetry(false).
 		SetOrderMatters(false).SetKeepAlive(30 * time.Second).SetTLSConfig(o.TLS).
 		SetConnectionLostHandler(func(paho.Client, error) { d.failWaiters() })
-	// subscribed reports the first connect's subscriptions to DialDevice.
+	// subscribed reports the first connect's subscriptions to Dial.
 	subscribed := make(chan error, 1)
 	opts.SetOnConnectHandler(func(c paho.Client) {
 		// Subscribe on every (re)connect: a clean session forgets subscriptions.
 		// paho calls this in its own goroutine, so waiting here is fine.
-		t := c.SubscribeMultiple(map[string]byte{ResponseFilter(deviceID): 0}, d.onResponse)
+		t := c.SubscribeMultiple(map[string]byte{mqttbridge.ResponseFilter(deviceID): 0}, d.onResponse)
 		t.Wait()
 		err := t.Error()
 		if err == nil {
-			t = c.Subscribe(DesiredFilter(deviceID), 1, d.onDesired)
+			t = c.Subscribe(mqttbridge.DesiredFilter(deviceID), 1, d.onDesired)
 			t.Wait()
 			err = t.Error()
 		}
@@ -130,7 +132,7 @@ func waitToken(ctx context.Context, t paho.Token) error {
 	}
 }
 
-func (d *DeviceClient) onResponse(_ paho.Client, m paho.Message) {
+func (d *Client) onResponse(_ paho.Client, m paho.Message) {
 	// devices/{id}/twin/res/{status}/?$rid=…&$version=…
 	rest := strings.TrimPrefix(m.Topic(), "devices/"+d.id+"/twin/res/")
 	statusStr, query, _ := strings.Cut(rest, "/?")
@@ -148,7 +150,7 @@ func (d *DeviceClient) onResponse(_ paho.Client, m paho.Message) {
 
 // failWaiters ends every request waiting for a response with
 // ErrConnectionLost.
-func (d *DeviceClient) failWaiters() {
+func (d *Client) failWaiters() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for rid, ch := range d.waiters {
@@ -159,9 +161,9 @@ func (d *DeviceClient) failWaiters() {
 
 // Connected reports whether the device is connected to the broker now
 // (false while its client reconnects).
-func (d *DeviceClient) Connected() bool { return d.c.IsConnectionOpen() }
+func (d *Client) Connected() bool { return d.c.IsConnectionOpen() }
 
-func (d *DeviceClient) onDesired(_ paho.Client, m paho.Message) {
+func (d *Client) onDesired(_ paho.Client, m paho.Message) {
 	_, query, _ := strings.Cut(m.Topic(), "?")
 	q, _ := url.ParseQuery(query)
 	v, _ := strconv.ParseInt(q.Get("$version"), 10, 64)
@@ -172,11 +174,11 @@ func (d *DeviceClient) onDesired(_ paho.Client, m paho.Message) {
 }
 
 // Desired delivers desired-property notifications.
-func (d *DeviceClient) Desired() <-chan DesiredPatch { return d.desired }
+func (d *Client) Desired() <-chan DesiredPatch { return d.desired }
 
 // Request publishes payload on topic (which must carry $rid=rid) and waits for
 // the response. It is the raw form behind GetTwin and Report.
-func (d *DeviceClient) Request(ctx context.Context, topic, rid string, payload []byte, qos byte) (status int, version int64, body []byte, err error) {
+func (d *Client) Request(ctx context.Context, topic, rid string, payload []byte, qos byte) (status int, version int64, body []byte, err error) {
 	ch := make(chan response, 1)
 	d.mu.Lock()
 	d.waiters[rid] = ch
@@ -213,7 +215,7 @@ func (r response) result(topic string) (status int, version int64, body []byte, 
 	case r.err != nil:
 		return 0, 0, nil, fmt.Errorf("waiting for the hub's response to %s: %w", topic, r.err)
 	case r.status >= 300:
-		e := &DeviceError{Status: r.status}
+		e := &Error{Status: r.status}
 		_ = json.Unmarshal(r.body, e)
 		return r.status, r.version, r.body, e
 	}
@@ -221,14 +223,14 @@ func (r response) result(topic string) (status int, version int64, body []byte, 
 }
 
 // GetTwin reads the device's twin: {"desired":{…},"reported":{…}}.
-func (d *DeviceClient) GetTwin(ctx context.Context) ([]byte, error) {
+func (d *Client) GetTwin(ctx context.Context) ([]byte, error) {
 	rid := nuid.Next()
 	_, _, body, err := d.Request(ctx, "devices/"+d.id+"/twin/GET/?$rid="+rid, rid, []byte(" "), 1)
 	return body, err
 }
 
 // Report sends a reported-properties patch and returns the new reported $version.
-func (d *DeviceClient) Report(ctx context.Context, patch []byte) (int64, error) {
+func (d *Client) Report(ctx context.Context, patch []byte) (int64, error) {
 	rid := nuid.Next()
 	_, v, _, err := d.Request(ctx, "devices/"+d.id+"/twin/PATCH/properties/reported/?$rid="+rid, rid, patch, 1)
 	if err == nil && v == 0 {
@@ -238,4 +240,4 @@ func (d *DeviceClient) Report(ctx context.Context, patch []byte) (int64, error) 
 }
 
 // Close disconnects.
-func (d *DeviceClient) Close() { d.c.Disconnect(250) }
+func (d *Client) Close() { d.c.Disconnect(250) }
