@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -21,6 +22,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/twinhub/twinhub/deploy/embedded"
+	"github.com/twinhub/twinhub/pipeline/topology"
 )
 
 // benchConfig is `twinhub bench`'s configuration.
@@ -157,7 +159,7 @@ func runBench(ctx context.Context, c benchConfig) error {
 	}
 	var nc *nats.Conn
 	if c.natsURL != "" {
-		if nc, err = nats.Connect(c.natsURL); err != nil {
+		if nc, err = nats.Connect(c.natsURL, benchNATSOptions(c.natsURL)...); err != nil {
 			return fmt.Errorf("connecting to NATS %s: %w", redactURL(c.natsURL), err)
 		}
 		defer nc.Close()
@@ -214,6 +216,18 @@ func runBench(ctx context.Context, c benchConfig) error {
 	writeHeapProfile(c.memProfile)
 	rep.HubPeakRSSMiB = float64(peakRSS()) / (1 << 20)
 	return finishReport(out, c, rep)
+}
+
+// benchNATSOptions are the bench's NATS options for natsURL: as twinhub's own
+// user (embedded.InternalNATSUser) it takes its replies on twinhub's inbox
+// prefix, the only one that user may read on a NATS configured with
+// `twinhub nats-credentials --server-config` (the events user reads _INBOX).
+func benchNATSOptions(natsURL string) []nats.Option {
+	first, _, _ := strings.Cut(natsURL, ",")
+	if u, err := url.Parse(first); err == nil && u.User.Username() == embedded.InternalNATSUser {
+		return []nats.Option{nats.CustomInboxPrefix(topology.InternalInboxPrefix)}
+	}
+	return nil
 }
 
 // startCPUProfile profiles the process's CPU into path ("" profiles

@@ -286,7 +286,10 @@ func benchRawBroker(ctx context.Context, c benchConfig, ids, keys []string) *sta
 // into a scratch stream, the storage limit under the pipeline.
 func benchRawJetStream(ctx context.Context, nc *nats.Conn, size int) *stat {
 	s := &stat{Name: "baseline: raw JetStream async publish (file, R1)"}
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(256))
+	// A publish the server never acknowledges (a user not allowed to
+	// publish there, say) fails after the timeout instead of holding the
+	// bench.
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(256), jetstream.WithPublishAsyncTimeout(5*time.Second))
 	if err != nil {
 		s.fail()
 		return s
@@ -318,7 +321,11 @@ func benchRawJetStream(ctx context.Context, nc *nats.Conn, size int) *stat {
 			}
 		}()
 	}
-	<-js.PublishAsyncComplete()
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-time.After(10 * time.Second):
+	case <-ctx.Done():
+	}
 	s.finish(time.Since(start))
 	return s
 }
