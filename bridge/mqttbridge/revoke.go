@@ -148,6 +148,22 @@ func (a *Auth) sessionsOf(deviceID string) []*session {
 	return out
 }
 
+// moduleSessionsOf returns the open sessions of deviceID's modules, by
+// module entity ID.
+func (a *Auth) moduleSessionsOf(deviceID string) map[string][]*session {
+	a.sessions.mu.Lock()
+	defer a.sessions.mu.Unlock()
+	out := map[string][]*session{}
+	for id, sessions := range a.sessions.byDevice {
+		if device, module := pipeline.SplitEntity(id); module != "" && device == deviceID {
+			for _, s := range sessions {
+				out[id] = append(out[id], s)
+			}
+		}
+	}
+	return out
+}
+
 // revoke ends a session whose credentials are no longer valid.
 func (a *Auth) revoke(cl *mqtt.Client, reason string) {
 	if cl.Closed() {
@@ -172,6 +188,12 @@ func (a *Auth) Run(ctx context.Context, nc *nats.Conn) error {
 			return
 		}
 		a.check(ctx, deviceID, a.noticed(deviceID))
+		if !pipeline.IsModule(deviceID) {
+			// A device's modules connect only while it exists and is enabled.
+			for module, open := range a.moduleSessionsOf(deviceID) {
+				a.check(ctx, module, open)
+			}
+		}
 	})
 	if err == nil {
 		err = nc.Flush() // the subscription is in place before Run's caller goes on
@@ -206,6 +228,27 @@ func (a *Auth) recheck(ctx context.Context, deviceID string) {
 	a.check(ctx, deviceID, a.sessionsOf(deviceID))
 }
 
+// parentRevoked returns why a module's sessions end because of its device
+// (deleted or disabled), or "" for a device or a module whose device is
+// fine (or cannot be read now: its sessions stay until the next notice).
+func (a *Auth) parentRevoked(ctx context.Context, entity string) string {
+	device, module := pipeline.SplitEntity(entity)
+	if module == "" {
+		return ""
+	}
+	parent, err := a.records.Get(ctx, device)
+	switch {
+	case errors.Is(err, pipeline.ErrNotFound):
+		return revokedDeleted
+	case err != nil:
+		a.log.Error("reading a module's device record to re-check its sessions failed", "module", entity, "err", err)
+		return ""
+	case parent.Twin.Status != "enabled":
+		return revokedDisabled
+	}
+	return ""
+}
+
 func (a *Auth) check(ctx context.Context, deviceID string, open []*session) {
 	if len(open) == 0 {
 		return // the device is not connected here: nothing to read
@@ -226,6 +269,12 @@ func (a *Auth) check(ctx context.Context, deviceID string, open []*session) {
 	case rec.Twin.Status != "enabled":
 		for _, s := range open {
 			a.revoke(s.cl, revokedDisabled)
+		}
+		return
+	}
+	if reason := a.parentRevoked(ctx, deviceID); reason != "" {
+		for _, s := range open {
+			a.revoke(s.cl, reason)
 		}
 		return
 	}

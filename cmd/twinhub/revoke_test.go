@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -182,5 +183,53 @@ func TestRevocationAcrossInstances(t *testing.T) {
 	t.Logf("disabled through A: the session on B closed %s after the change was acknowledged", at.Sub(start).Round(time.Millisecond))
 	if v := b.metricValue(t, `twinhub_mqtt_sessions_revoked_total{reason="disabled"}`); v != "1" {
 		t.Errorf("B counted %q revocations for disabled, want 1", v)
+	}
+}
+
+// TestRevocationOfModules: a module's open session ends when its device is
+// disabled, though the module's own record does not change, and the module
+// cannot connect again while its device stays disabled.
+func TestRevocationOfModules(t *testing.T) {
+	p := startTwinhub(t, "")
+	if r := p.call(t, "PUT", "/devices/revModDev", ""); r.Status != 200 {
+		t.Fatalf("creating the device: %d %s", r.Status, r.Body)
+	}
+	r := p.call(t, "PUT", "/devices/revModDev/modules/m1", "")
+	if r.Status != 200 {
+		t.Fatalf("creating the module: %d %s", r.Status, r.Body)
+	}
+	key, _ := get(r.json(t), "authentication.symmetricKey.primaryKey").(string)
+	tok, err := sas.New(sas.DeviceResource("localhost", "revModDev/modules/m1"), key, "", time.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	connect := func() (paho.Client, chan time.Time, error) {
+		lost := make(chan time.Time, 1)
+		c := paho.NewClient(paho.NewClientOptions().AddBroker(p.MQTT).SetClientID("revModDev/m1").
+			SetUsername("localhost/revModDev/m1/?api-version=2021-04-12").SetPassword(tok).
+			SetAutoReconnect(false).SetConnectRetry(false).
+			SetConnectionLostHandler(func(paho.Client, error) { lost <- time.Now() }))
+		tk := c.Connect()
+		if !tk.WaitTimeout(10 * time.Second) {
+			return c, lost, errors.New("no CONNACK within 10s")
+		}
+		return c, lost, tk.Error()
+	}
+	c, lost, err := connect()
+	if err != nil {
+		t.Fatalf("connecting the module: %v", err)
+	}
+	defer c.Disconnect(0)
+	if r := p.call(t, "PUT", "/devices/revModDev", `{"deviceId":"revModDev","status":"disabled"}`, "If-Match", `"*"`); r.Status != 200 {
+		t.Fatalf("disabling the device: %d %s", r.Status, r.Body)
+	}
+	select {
+	case <-lost:
+	case <-time.After(3 * time.Second):
+		t.Fatal("the module's session is still open 3s after its device was disabled")
+	}
+	if c2, _, err := connect(); err == nil {
+		c2.Disconnect(0)
+		t.Error("the module connected again while its device is disabled")
 	}
 }
