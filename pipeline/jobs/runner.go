@@ -106,6 +106,8 @@ type Runner struct {
 	log     *slog.Logger
 	devices *prometheus.CounterVec
 	running prometheus.Gauge
+	// ended holds the keys of jobs seen ended (Run's goroutine only).
+	ended map[string]bool
 }
 
 // NewRunner builds a runner.
@@ -115,7 +117,7 @@ func NewRunner(cfg Config, reg prometheus.Registerer) (*Runner, error) {
 		return nil, err
 	}
 	f := promauto.With(reg)
-	r := &Runner{cfg: cfg, log: cfg.Logger.With("component", "jobs"),
+	r := &Runner{cfg: cfg, log: cfg.Logger.With("component", "jobs"), ended: map[string]bool{},
 		devices: f.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "twinhub", Subsystem: "jobs", Name: "devices_total",
 			Help: "Devices visited by twin-update jobs on this instance, by result (succeeded, failed).",
@@ -146,16 +148,22 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 }
 
-// runDue claims and runs the first due job no other instance holds.
+// runDue claims and runs the first due job no other instance holds. A
+// job seen ended is not read again: jobs are kept, and an ended job never
+// runs again.
 func (r *Runner) runDue(ctx context.Context) error {
-	recs, err := r.cfg.Store.records(ctx)
+	recs, err := r.cfg.Store.records(ctx, func(key string) bool { return r.ended[key] })
 	if err != nil {
 		return err
 	}
 	now := r.cfg.Now()
 	for _, sr := range recs {
 		rec := sr.rec
-		if rec.Job.Terminal() || rec.Job.start().After(now) {
+		if rec.Job.Terminal() {
+			r.ended[sr.key] = true
+			continue
+		}
+		if rec.Job.start().After(now) {
 			continue
 		}
 		if rec.Owner != "" && rec.Owner != r.cfg.Instance && now.Before(rec.LeaseUntil) {
@@ -187,6 +195,9 @@ func (r *Runner) run(ctx context.Context, rec *record, rev uint64) error {
 	log := r.log.With("job", rec.Job.JobID)
 	deadline := rec.Job.start().Add(time.Duration(rec.Job.MaxExecutionTimeInSeconds) * time.Second)
 	query := DeviceQuery(rec.Job.QueryCondition)
+	// Only the first page after a claim can hold devices patched already:
+	// a page's progress is written before the next page starts.
+	resumed := true
 	for ctx.Err() == nil {
 		now := r.cfg.Now()
 		if !now.Before(deadline) {
@@ -212,7 +223,8 @@ func (r *Runner) run(ctx context.Context, rec *record, rev uint64) error {
 			continue
 		}
 		pageStart := time.Now()
-		ok, failed := r.patch(ctx, rec.Job.JobID, rec.Job.UpdateTwin, ids)
+		ok, failed := r.patch(ctx, rec.Job.JobID, rec.Job.UpdateTwin, ids, resumed)
+		resumed = false
 		if ctx.Err() != nil {
 			return nil // progress of this page is not written: the next runner visits it again
 		}
@@ -267,8 +279,9 @@ func (r *Runner) run(ctx context.Context, rec *record, rev uint64) error {
 }
 
 // patch applies the job's patch to each device, Concurrency at a time, and
-// returns how many succeeded and why the others failed.
-func (r *Runner) patch(ctx context.Context, jobID string, patch []byte, ids []string) (ok int, failed []string) {
+// returns how many succeeded and why the others failed. resumed says the
+// page may hold devices a runner patched before it died.
+func (r *Runner) patch(ctx context.Context, jobID string, patch []byte, ids []string, resumed bool) (ok int, failed []string) {
 	var mu sync.Mutex
 	sem := make(chan struct{}, r.cfg.Concurrency)
 	var wg sync.WaitGroup
@@ -278,7 +291,7 @@ func (r *Runner) patch(ctx context.Context, jobID string, patch []byte, ids []st
 		// Exits when the device's command has its result (or ctx ends).
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			err := r.patchOne(ctx, jobID, patch, id)
+			err := r.patchOne(ctx, jobID, patch, id, resumed)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -295,10 +308,13 @@ func (r *Runner) patch(ctx context.Context, jobID string, patch []byte, ids []st
 	return ok, failed
 }
 
-// patchOne applies the job's patch to one device, unless its record shows
-// that the command was applied already (by a runner that died before
-// recording it).
-func (r *Runner) patchOne(ctx context.Context, jobID string, patch []byte, deviceID string) error {
+// patchOne applies the job's patch to one device. On a resumed page it
+// first asks the device's record whether the command was applied already
+// (by a runner that died before recording it): resubmitted within the
+// command stream's duplicate window, the command would get no result and
+// wait out the client's timeout. Elsewhere that read is saved; the
+// processor would answer a repeated command ID as a duplicate anyway.
+func (r *Runner) patchOne(ctx context.Context, jobID string, patch []byte, deviceID string, resumed bool) error {
 	cmdID := CommandID(jobID, deviceID)
 	applied := func() (bool, error) {
 		rec, err := r.cfg.Records.Get(ctx, deviceID)
@@ -307,10 +323,12 @@ func (r *Runner) patchOne(ctx context.Context, jobID string, patch []byte, devic
 		}
 		return slices.Contains(rec.Recent, cmdID), nil
 	}
-	if done, err := applied(); err != nil {
-		return err
-	} else if done {
-		return nil
+	if resumed {
+		if done, err := applied(); err != nil {
+			return err
+		} else if done {
+			return nil
+		}
 	}
 	res, err := r.cfg.Commands.Do(ctx, pipeline.Command{ID: cmdID, Kind: pipeline.KindPatchTwin, DeviceID: deviceID, Body: patch})
 	if errors.Is(err, pipeline.ErrTimeout) {

@@ -142,7 +142,7 @@ func (s *Store) Cancel(ctx context.Context, jobID string, now time.Time) (*Job, 
 
 // List returns the jobs of a type and status ("" for any), oldest first.
 func (s *Store) List(ctx context.Context, jobType, status string) ([]*Job, error) {
-	recs, err := s.records(ctx)
+	recs, err := s.records(ctx, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -156,12 +156,14 @@ func (s *Store) List(ctx context.Context, jobType, status string) ([]*Job, error
 }
 
 type storedRecord struct {
+	key string
 	rec *record
 	rev uint64
 }
 
-// records reads every job, in creation order.
-func (s *Store) records(ctx context.Context) ([]storedRecord, error) {
+// records reads every job whose key skip does not name (nil: every job),
+// in creation order.
+func (s *Store) records(ctx context.Context, skip func(key string) bool) ([]storedRecord, error) {
 	lister, err := s.kv.ListKeysFiltered(ctx, keyPrefix+">")
 	if err != nil {
 		if errors.Is(err, jetstream.ErrNoKeysFound) {
@@ -172,7 +174,7 @@ func (s *Store) records(ctx context.Context) ([]storedRecord, error) {
 	defer lister.Stop()
 	var out []storedRecord
 	for k := range lister.Keys() {
-		if !strings.HasPrefix(k, keyPrefix) {
+		if !strings.HasPrefix(k, keyPrefix) || (skip != nil && skip(k)) {
 			continue
 		}
 		rec, rev, err := s.load(ctx, k)
@@ -182,7 +184,7 @@ func (s *Store) records(ctx context.Context) ([]storedRecord, error) {
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, storedRecord{rec, rev})
+		out = append(out, storedRecord{k, rec, rev})
 	}
 	slices.SortFunc(out, func(a, b storedRecord) int {
 		return strings.Compare(a.rec.Job.CreatedTime+a.rec.Job.JobID, b.rec.Job.CreatedTime+b.rec.Job.JobID)
